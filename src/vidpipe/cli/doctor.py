@@ -1,0 +1,76 @@
+"""``vidpipe doctor``: is each part of this installation usable? One verdict per part."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import text
+
+from vidpipe.config import Settings
+from vidpipe.media.ffmpeg import find_ffmpeg
+from vidpipe.store.db import Database
+
+
+@dataclass(frozen=True)
+class Verdict:
+    part: str
+    ok: bool
+    detail: str
+
+
+def check_ffmpeg(settings: Settings) -> Verdict:
+    try:
+        path = find_ffmpeg(settings.ffmpeg)
+        first = subprocess.run(
+            [str(path), "-hide_banner", "-version"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout.splitlines()[0]
+        return Verdict("ffmpeg", True, f"{path} ({first})")
+    except Exception as exc:
+        return Verdict("ffmpeg", False, str(exc))
+
+
+async def check_database(settings: Settings) -> Verdict:
+    db = Database(settings.resolved_database_url)
+    try:
+        async with db.read() as conn:
+            version = await conn.scalar(text("SELECT version_num FROM alembic_version"))
+        return Verdict(
+            "database",
+            True,
+            f"{db.engine.url.render_as_string(hide_password=True)} at migration {version}",
+        )
+    except Exception as exc:
+        return Verdict(
+            "database",
+            False,
+            f"{db.engine.url.render_as_string(hide_password=True)}: {exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0]} (run `vidpipe migrate`?)",
+        )
+    finally:
+        await db.dispose()
+
+
+def check_storage(settings: Settings) -> Verdict:
+    root = settings.resolved_storage_dir
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".doctor-") as handle:
+            handle.write(b"vidpipe")
+            handle.flush()
+            if Path(handle.name).read_bytes() != b"vidpipe":
+                raise OSError("read back different bytes")
+        return Verdict("storage", True, f"local directory {root} is writable")
+    except OSError as exc:
+        return Verdict("storage", False, f"{root}: {exc}")
+
+
+def run_checks(settings: Settings) -> list[Verdict]:
+    return [check_ffmpeg(settings), asyncio.run(check_database(settings)), check_storage(settings)]

@@ -1,0 +1,123 @@
+"""``vidpipe generate``: one video through the job system, with a live progress bar.
+
+Without ``--api-url`` it runs an embedded worker against the local database (the same
+jobs, steps and storage as ``vidpipe serve``); with it, it drives a running server
+over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from vidpipe.config import Settings
+from vidpipe.core.requests import parse_create_video
+from vidpipe.core.runtime import Runtime
+from vidpipe.core.states import JobStatus
+from vidpipe.errors import VidpipeError
+from vidpipe.store import tenants as tenant_q
+
+console = Console(stderr=True)
+CLI_TENANT = "default"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    job_id: str
+    status: str
+    error: str | None
+    output: Path | None
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+async def generate_embedded(
+    settings: Settings, body: dict[str, Any], output: Path, *, timeout_s: float
+) -> Outcome:
+    request = parse_create_video(body)
+    runtime = await Runtime.open(settings)
+    try:
+        async with runtime.db.write() as conn:
+            tenant = await tenant_q.ensure_tenant(conn, CLI_TENANT, runtime.clock.now())
+        created = await runtime.videos.create(tenant.id, request)
+        job = created.job
+        stop = asyncio.Event()
+        worker_task = asyncio.create_task(runtime.new_worker().run(stop))
+        deadline = time.monotonic() + timeout_s
+        try:
+            with _progress() as bar:
+                task = bar.add_task(job.id, total=100, status=job.status)
+                while not JobStatus(job.status).terminal and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                    if worker_task.done():
+                        worker_task.result()  # surface the worker's crash
+                    job = await runtime.videos.get(None, job.id)
+                    bar.update(task, completed=job.progress, status=job.status)
+        finally:
+            stop.set()
+            await worker_task
+        if job.status != JobStatus.COMPLETED.value:
+            reason = job.error_message or (
+                "timed out waiting; the job stays queued for `vidpipe worker`"
+                if not JobStatus(job.status).terminal
+                else job.status
+            )
+            return Outcome(job.id, job.status, reason, None)
+        asset = await runtime.videos.video_asset(None, job.id)
+        source = runtime.blobs.local_path(asset.key)
+        if source is None:
+            raise VidpipeError("storage backend has no local files", code="not_local")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(shutil.copyfile, source, output)
+        return Outcome(job.id, job.status, None, output)
+    finally:
+        await runtime.close()
+
+
+def generate_remote(
+    api_url: str, api_key: str | None, body: dict[str, Any], output: Path, *, timeout_s: float
+) -> Outcome:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    with httpx.Client(base_url=api_url.rstrip("/"), headers=headers, timeout=30) as client:
+        response = client.post("/v1/videos", json=body)
+        if response.status_code >= 400:
+            error = response.json().get("error", {})
+            raise VidpipeError(error.get("message", response.text), code=error.get("code"))
+        video = response.json()
+        deadline = time.monotonic() + timeout_s
+        with _progress() as bar:
+            task = bar.add_task(video["id"], total=100, status=video["status"])
+            while video["status"] in ("queued", "in_progress") and time.monotonic() < deadline:
+                time.sleep(0.5)
+                video = client.get(f"/v1/videos/{video['id']}").raise_for_status().json()
+                bar.update(task, completed=video["progress"], status=video["status"])
+        if video["status"] != "completed":
+            message = (video.get("error") or {}).get("message") or video["status"]
+            return Outcome(video["id"], video["status"], message, None)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with (
+            client.stream("GET", f"/v1/videos/{video['id']}/content") as stream,
+            output.open("wb") as handle,
+        ):
+            stream.raise_for_status()
+            for chunk in stream.iter_bytes():
+                handle.write(chunk)
+        return Outcome(video["id"], video["status"], None, output)

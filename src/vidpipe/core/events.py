@@ -1,0 +1,42 @@
+"""Recording what happened to a job: the event row, and for the public video.* events
+the webhook deliveries they cause, in the same transaction as the change itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from vidpipe.core.views import video_object
+from vidpipe.money import reports
+from vidpipe.notify import webhooks
+from vidpipe.store import jobs as job_q
+
+PUBLIC = frozenset(webhooks.EVENT_TYPES)
+
+
+async def record(
+    conn: AsyncConnection,
+    *,
+    job_id: str,
+    tenant_id: str,
+    type: str,
+    data: dict[str, Any],
+    now: float,
+) -> None:
+    await job_q.add_event(conn, job_id=job_id, tenant_id=tenant_id, type=type, data=data, now=now)
+    if type not in PUBLIC:
+        return
+    job = await job_q.get_job(conn, job_id)
+    if job is None:
+        return
+    money = (await reports.job_costs(conn, [job_id])).get(job_id, (0, 0))
+    await webhooks.fan_out(
+        conn,
+        tenant_id=tenant_id,
+        job_id=job_id,
+        event_type=type,
+        video=video_object(job, money),
+        request_url=job.params.get("webhook_url"),
+        now=now,
+    )

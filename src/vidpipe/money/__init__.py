@@ -1,0 +1,1 @@
+"""Prices, estimates, budgets, credits and the ledger."""

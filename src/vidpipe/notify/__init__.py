@@ -1,0 +1,1 @@
+"""Messages to the outside: alerts to Slack, Discord or a webhook, via the outbox."""

@@ -1,0 +1,1 @@
+"""Test support shipped with vidpipe: fake provider servers and helpers."""

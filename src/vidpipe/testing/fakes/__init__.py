@@ -1,0 +1,1 @@
+"""Fake provider servers: small ASGI apps that speak each provider's wire format."""
