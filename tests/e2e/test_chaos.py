@@ -38,9 +38,9 @@ SIMULATED = {
     "retry_after_s": 0.2,
     "failure_rate": 0.08,
     "content_policy_rate": 0.02,
-    "corrupt_rate": 0.04,
-    "truncated_rate": 0.03,
-    "wrong_resolution_rate": 0.03,
+    "corrupt_rate": 0.06,
+    "truncated_rate": 0.05,
+    "wrong_resolution_rate": 0.05,
     "expired_rate": 0.02,
 }
 RETRIES = {"*": {"transient_delays_s": [0.1, 0.2, 0.4], "resubmit_delay_s": 0.05}}
@@ -125,6 +125,11 @@ async def test_chaos_with_killed_workers(
     # show as back-offs rather than failed attempts.
     assert backoffs is not None
     assert backoffs > 0
-    assert report.attempts_by_class["quality"] > 0
-    assert report.attempts_by_class["generation"] > 0
+    # Bad outputs the provider planned were caught as quality failures (the draws depend
+    # on job ids, so whether the storm held any is known only from the plan).
+    if report.planned_by_class["quality"]:
+        assert report.attempts_by_class["quality"] > 0
+    if report.planned_by_class["generation"]:
+        assert report.attempts_by_class["generation"] > 0
+    assert report.planned_by_class["quality"] + report.planned_by_class["generation"] > 0
     assert report.by_status["completed"] >= len(ids) * 0.7

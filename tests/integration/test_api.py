@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -217,16 +218,22 @@ async def test_cancel_while_at_the_provider_stops_the_provider_job(harness: Harn
         async with harness.runtime.db.read() as conn:
             return str(await conn.scalar(select(steps.c.state).where(steps.c.job_id == vid)))
 
-    # A worker takes the canceling step to the provider and closes it.
+    # A worker takes the canceling step to the provider and closes it. The worker that
+    # saw it in progress may have stopped holding its lease, so allow for the lease to
+    # expire (lease_s=5) before another worker may claim it.
     assert await step_state() in ("canceling", "canceled")
-    await harness.run_until(vid, lambda s: True)  # one pass of a worker
-    import asyncio
-
-    for _ in range(100):
-        if await step_state() == "canceled":
-            break
-        await harness.run_until(vid, lambda s: True)
-        await asyncio.sleep(0.05)
+    stop = asyncio.Event()
+    worker = harness.runtime.new_worker()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        async with asyncio.timeout(30):
+            while await step_state() != "canceled":
+                assert not task.done(), task.result()
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await task
+        harness.runtime.workers.remove(worker)
     assert await step_state() == "canceled"
     local_dir = harness.runtime.settings.home / "local-provider"
     statuses = [json.loads(p.read_text())["status"] for p in local_dir.glob("*/status.json")]

@@ -33,6 +33,8 @@ class ChaosReport:
     by_status: Counter[str] = field(default_factory=Counter)
     attempts: int = 0
     attempts_by_class: Counter[str] = field(default_factory=Counter)
+    # What the provider planned for each attempt it accepted (the storm's real content).
+    planned_by_class: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
 
 
@@ -59,6 +61,8 @@ async def audit(
             if other != a.id:
                 report.problems.append(f"provider job {a.provider_job_id} used by two attempts")
             planned = provider.plan(a.provider_job_id).outcome
+            if a.state in ("succeeded", "failed"):
+                report.planned_by_class[EXPECTED_CLASS.get(planned, "ok")] += 1
             if a.state == "succeeded" and planned is not Outcome.OK:
                 report.problems.append(f"{a.id}: succeeded though planned {planned}")
             if a.error_class in ("quality", "generation") and planned is Outcome.OK:
