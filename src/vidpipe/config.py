@@ -265,6 +265,24 @@ class Settings(BaseSettings):
         "failure rates; see providers/simulated.py). For demos, chaos and load tests.",
     )
 
+    # -- shorts: the script writer ------------------------------------------------------
+    llm_base_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+$",
+        description="OpenAI-compatible API that writes short scripts (e.g. "
+        "https://api.openai.com/v1, http://localhost:11434/v1 for Ollama); unset: the "
+        "offline template scripter.",
+    )
+    llm_api_key: SecretStr | None = Field(
+        default=None, description="Bearer key of that API (none for a local server)."
+    )
+    llm_model: str = Field(
+        default="gpt-4o-mini", min_length=1, description="Model that writes short scripts."
+    )
+    llm_timeout_s: float = Field(
+        default=60.0, gt=0, le=600, description="Longest wait for one script request."
+    )
+
     @field_validator("home", "storage_dir")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
