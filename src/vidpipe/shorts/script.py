@@ -52,7 +52,8 @@ __all__ = [
 ]
 
 MAX_SCENE_CHARS = 600
-MAX_TOPIC_CHARS = 300
+# The offline scripter puts the topic into sentences verbatim: a subject, not a brief.
+MAX_TOPIC_CHARS = 100
 # About ten minutes of narration: far beyond a short, still a bounded amount of work.
 MAX_TEXT_CHARS = 12_000
 
@@ -243,7 +244,7 @@ def check_target_seconds(template: Template, target_seconds: float) -> float:
 def _invalid(exc: ValidationError, prefix: str) -> InvalidRequest:
     first = exc.errors()[0]
     loc = ".".join(str(p) for p in first["loc"])
-    where = f"{prefix}.{loc}" if loc else prefix
+    where = ".".join(part for part in (prefix, loc) if part) or "script"
     return InvalidRequest(f"{where}: {first['msg']}", code="invalid_script", param=where)
 
 
@@ -309,7 +310,7 @@ def user_script(
     try:
         return Script.model_validate({"title": _short_title(head), "scenes": built})
     except ValidationError as exc:
-        raise _invalid(exc, "scenes") from exc
+        raise _invalid(exc, "") from exc
 
 
 def _split_speaker(text: str, template: Template, role: str, index: int) -> tuple[str, str]:
@@ -553,8 +554,17 @@ def _draft(
         for i in range(1, count + 1):
             # In a repeating role, count/index/rank are the role's own ("number 3 of
             # 5"); in a single scene (the hook) they speak of the main list.
-            values = _SceneValues({**fixed, **(_counting(count, i) if spec.repeats else {})}, pools)
-            line = _capital(lines.draw().format_map(values))
+            base = {**fixed, **(_counting(count, i) if spec.repeats else {})}
+            # An opening line too long for a scene (a long topic in a long pattern) is
+            # drawn again, with fresh pool entries; failing that, the shortest is kept.
+            options: list[tuple[int, str, _SceneValues]] = []
+            for _ in range(len(spec.lines) + 2 if spec.pick == "random" else 1):
+                values = _SceneValues(base, pools)
+                line = _capital(lines.draw().format_map(values))
+                options.append((count_words(line), line, values))
+                if options[-1][0] <= max_words:
+                    break
+            _, line, values = min(options, key=lambda option: option[0])
             drafts.append(_Draft(spec, values, [line], extras, max_words))
     return drafts, fixed
 

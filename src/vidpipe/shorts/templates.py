@@ -115,7 +115,11 @@ class _Strict(BaseModel):
 def _placeholders(pattern: str) -> set[str]:
     """The field names of a ``str.format`` pattern; raises ValueError on bad syntax."""
     names: set[str] = set()
-    for _, field, spec, conversion in string.Formatter().parse(pattern):
+    try:
+        parsed = list(string.Formatter().parse(pattern))
+    except ValueError as exc:
+        raise ValueError(f"bad pattern {pattern!r}: {exc}") from None
+    for _, field, spec, conversion in parsed:
         if field is None:
             continue
         if not field.isidentifier():
@@ -339,7 +343,10 @@ class Template(_Strict):
     def _check_names(patterns: Iterable[str], known: Iterable[str], where: str) -> None:
         allowed = set(known)
         for pattern in patterns:
-            unknown = _placeholders(pattern) - allowed
+            try:
+                unknown = _placeholders(pattern) - allowed
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
             if unknown:
                 raise ValueError(
                     f"{where}: unknown placeholder(s) {sorted(unknown)} in {pattern!r}; "
