@@ -193,7 +193,7 @@ def test_text_is_split_into_scenes_within_pacing(name: str) -> None:
 def test_text_with_topic_steers_title_and_prompts() -> None:
     script = offline_script(get_template("explainer"), text=ARTICLE, topic="black holes")
     assert script.title == "Black holes"
-    assert all(s.visual_prompt.startswith("black, holes") for s in script.scenes)
+    assert all(s.visual_prompt.startswith("black holes; ") for s in script.scenes)
 
 
 def test_chat_text_is_one_message_per_line() -> None:

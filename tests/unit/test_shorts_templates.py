@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import tomllib
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from vidpipe.errors import InvalidRequest
+from vidpipe.media.alignment import WordTiming
 from vidpipe.media.captions_timed import CaptionStyle
 from vidpipe.shorts.templates import (
     ASPECT_SIZES,
@@ -207,3 +209,35 @@ def test_frame_size_refuses_unknown_aspects() -> None:
     with pytest.raises(InvalidRequest) as caught:
         frame_size("4:3")
     assert caught.value.param == "aspect"
+
+
+def test_captions_to_ass_use_the_template_look() -> None:
+    words = [
+        WordTiming(w, i * 0.4, i * 0.4 + 0.3)
+        for i, w in enumerate(["one", "two", "three", "four", "five"])
+    ]
+    spec = get_template("fun_facts").captions  # 3 words a line, highlight mode
+    ass = spec.to_ass(words, (1080, 1920))
+    assert "PlayResY: 1920" in ass
+    assert f"Caption,{spec.font},{spec.size_px}," in ass
+    dialogues = [line for line in ass.splitlines() if line.startswith("Dialogue:")]
+    assert len(dialogues) == 5  # one event per word in highlight mode
+    assert dialogues[0].endswith("two three")
+    karaoke = get_template("quote").captions.to_ass(words, (1080, 1080))
+    assert "\\k" in karaoke
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "vidpipe.shorts.templates",
+        "vidpipe.shorts.script",
+        "vidpipe.shorts.text",
+        "vidpipe.shorts.llm",
+        "vidpipe.shorts.visuals",
+        "vidpipe.testing.fakes.llm",
+    ],
+)
+def test_public_api_is_declared(module: str) -> None:
+    loaded = importlib.import_module(module)
+    assert all(hasattr(loaded, name) for name in loaded.__all__)

@@ -332,20 +332,14 @@ def _short_title(text: str, max_words: int = 10) -> str:
     return title[:120]
 
 
-def _visual_prompt(
-    text: str,
-    context: Sequence[str],
-    style: str,
-    *,
-    lead: str = "",
-    exclude: Sequence[str] = (),
-) -> str:
-    words = keywords(text, 3, exclude=[w.strip(",.;:") for w in exclude])
+def _visual_prompt(text: str, context: Sequence[str], style: str) -> str:
+    """An image prompt from a scene's own telling words, topped up from the whole
+    script's (``context``) when the scene has few, then the template's style."""
+    words = keywords(text, 3)
     if len(words) < 2:
         words += [w for w in context if w.lower() not in {x.lower() for x in words}]
     subject = ", ".join(words[:4]) or "abstract scene"
-    parts = [p for p in (lead, subject, style) if p]
-    return "; ".join(parts)[:400]
+    return "; ".join(p for p in (subject, style) if p)[:400]
 
 
 class _Literal(dict[str, str]):
@@ -459,19 +453,21 @@ def offline_script(
 ) -> Script:
     """A script without network: from ``topic`` (template patterns, sized to
     ``target_seconds``, default the template's) or from the user's ``text`` (cut into
-    scenes; its length is the user's; a ``topic`` given too becomes the title and
-    steers the image prompts). Deterministic in its inputs.
+    scenes; its length is the user's and ``target_seconds`` is ignored; a ``topic``
+    given too becomes the title and steers the image prompts). Deterministic in its
+    inputs.
 
-    Raises ``InvalidRequest`` when neither is given, the text is too long for
-    ``MAX_SCENES`` scenes, or ``target_seconds`` is outside the template's range.
+    Raises ``InvalidRequest`` when neither is given, the topic is empty or over
+    ``MAX_TOPIC_CHARS``, the text is too long for ``MAX_SCENES`` scenes, or
+    ``target_seconds`` is outside the template's range.
     """
-    target = check_target_seconds(
-        template, template.pacing.default_target_s if target_seconds is None else target_seconds
-    )
     if text is not None and text.strip():
         return _script_from_text(template, text, topic=topic)
     if topic is None:
         raise InvalidRequest("give a topic or a text", param="topic")
+    target = check_target_seconds(
+        template, template.pacing.default_target_s if target_seconds is None else target_seconds
+    )
     return _script_from_topic(template, _topic_text(topic), target, seed)
 
 
@@ -633,8 +629,7 @@ def _script_from_text(template: Template, text: str, *, topic: str | None) -> Sc
         for line in lines:
             match = _SPEAKER_PREFIX.match(line)
             prefix, body = (match.group(1) + ": ", match.group(2)) if match else ("", line)
-            parts = pack_scenes(split_sentences(body), **bounds)
-            pieces += [prefix + parts[0], *(prefix + p for p in parts[1:])] if parts else []
+            pieces += [prefix + part for part in pack_scenes(split_sentences(body), **bounds)]
     else:
         pieces = pack_scenes(split_sentences(text), **bounds)
     if not pieces:
@@ -648,9 +643,9 @@ def _script_from_text(template: Template, text: str, *, topic: str | None) -> Sc
     title = _topic_text(topic) if topic else None
     script = user_script(template, pieces, title=_capital(title) if title else None)
     if topic:
-        # Steer every image prompt to the topic: the text's own keywords may be
-        # pronouns and verbs far from what the short is about.
-        context = ", ".join(keywords(topic, 2)) or topic
+        # Steer every image prompt to the topic: a scene's own keywords may be far
+        # from what the short is about.
+        context = title
         script = script.model_copy(
             update={
                 "scenes": [

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import string
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -29,7 +29,8 @@ from pydantic import (
 )
 
 from vidpipe.errors import ConfigError, InvalidRequest
-from vidpipe.media.captions_timed import CaptionStyle
+from vidpipe.media.alignment import WordTiming
+from vidpipe.media.captions_timed import CaptionStyle, group_words, to_ass
 from vidpipe.media.compose_plan import Motion, Transition
 
 __all__ = [
@@ -248,6 +249,12 @@ class CaptionSpec(_Strict):
             bottom_margin_pct=self.bottom_margin_pct,
             max_width_pct=self.max_width_pct,
         )
+
+    def to_ass(self, words: Sequence[WordTiming], size: tuple[int, int]) -> str:
+        """The ASS captions of ``words`` in this look for a frame of ``size``: grouped
+        into lines of ``words_per_line`` / ``max_chars``, drawn in ``mode``."""
+        lines = group_words(words, max_words=self.words_per_line, max_chars=self.max_chars)
+        return to_ass(lines, self.style(size), mode=self.mode)
 
 
 class VisualSpec(_Strict):
