@@ -78,6 +78,7 @@ async def test_success_sends_the_strict_schema(
     body = state.requests[0]
     assert body["model"] == "gpt-4o-mini"
     assert body["seed"] == 7
+    assert "temperature" not in body  # reasoning models refuse anything but their default
     assert body["response_format"] == {
         "type": "json_schema",
         "json_schema": {

@@ -125,13 +125,16 @@ def build_request(
     messages: list[dict[str, str]],
     template: Template,
     seed: int | None = None,
-    temperature: float = 0.8,
+    temperature: float | None = None,
 ) -> dict[str, Any]:
-    """The chat completions body: messages and the strict JSON-schema response format."""
+    """The chat completions body: messages and the strict JSON-schema response format.
+
+    ``temperature`` and ``seed`` are sent only when given: reasoning models refuse a
+    temperature other than their default.
+    """
     body: dict[str, Any] = {
         "model": model,
         "messages": messages,
-        "temperature": temperature,
         "response_format": {
             "type": "json_schema",
             "json_schema": {
@@ -143,6 +146,8 @@ def build_request(
     }
     if seed is not None:
         body["seed"] = seed
+    if temperature is not None:
+        body["temperature"] = temperature
     return body
 
 
@@ -157,6 +162,7 @@ async def llm_script(
     target_seconds: float | None = None,
     timeout_s: float = 60.0,
     seed: int | None = None,
+    temperature: float | None = None,
     repair_attempts: int = 1,
 ) -> Script:
     """Ask the model at ``base_url`` (e.g. ``https://api.openai.com/v1``,
@@ -184,7 +190,9 @@ async def llm_script(
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     messages = build_messages(template, topic, target)
     for attempt in range(repair_attempts + 1):
-        body = build_request(model=model, messages=messages, template=template, seed=seed)
+        body = build_request(
+            model=model, messages=messages, template=template, seed=seed, temperature=temperature
+        )
         response = await request(
             client, PROVIDER, "POST", url, json=body, headers=headers, timeout=timeout_s
         )
