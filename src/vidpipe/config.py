@@ -222,6 +222,51 @@ class Settings(BaseSettings):
         default=600.0, gt=0, description="Longest download of one provider output."
     )
 
+    # -- provenance: C2PA and the visible watermark --------------------------------
+    c2pa_cert_path: Path | None = Field(
+        default=None,
+        description="PEM certificate chain (signing certificate first, then its "
+        "intermediates) with which a C2PA manifest is signed into every delivered video; "
+        "set with VIDPIPE_C2PA_KEY_PATH. Unset: no C2PA.",
+    )
+    c2pa_key_path: Path | None = Field(
+        default=None, description="PEM private key (PKCS#8) of that certificate."
+    )
+    c2pa_alg: Literal["es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519"] = Field(
+        default="es256", description="C2PA signing algorithm; must match the key."
+    )
+    c2pa_tsa_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+$",
+        description="RFC 3161 time-stamp authority asked at every signing (a network call "
+        "from the worker); unset: no time-stamp, no network.",
+    )
+    watermark_text: str | None = Field(
+        default=None,
+        max_length=200,
+        # One line of printable text: it is drawn with Pillow, never through ffmpeg's
+        # filter syntax, so quotes and colons are harmless; control characters are not.
+        pattern=r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$",
+        description="Text drawn over every delivered video (one ffmpeg pass; off when unset).",
+    )
+    watermark_image: Path | None = Field(
+        default=None,
+        description="Image (PNG with alpha, or any Pillow reads) drawn over every delivered "
+        "video, before the text when both are set.",
+    )
+    watermark_position: Literal[
+        "top-left", "top-right", "bottom-left", "bottom-right", "center"
+    ] = Field(default="bottom-right", description="Where the watermark sits.")
+    watermark_opacity: float = Field(
+        default=0.6, gt=0, le=1, description="Opacity of the watermark (1: opaque)."
+    )
+    watermark_size: float = Field(
+        default=0.06,
+        gt=0,
+        le=0.5,
+        description="Height of the watermark as a fraction of the video's shorter side.",
+    )
+
     # -- cloud providers: each is offered when its key is set --------------------
     runway_api_key: SecretStr | None = Field(default=None, description="Runway API key.")
     runway_base_url: str = Field(
@@ -298,6 +343,11 @@ class Settings(BaseSettings):
     def resolved_storage_dir(self) -> Path:
         return self.storage_dir or self.home / "blobs"
 
+    @field_validator("c2pa_cert_path", "c2pa_key_path", "watermark_image")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
     @field_validator("url_allowlist")
     @classmethod
     def _allowlist(cls, value: str) -> str:
@@ -320,6 +370,8 @@ class Settings(BaseSettings):
             raise ValueError("VIDPIPE_S3_BUCKET is required with VIDPIPE_STORAGE_BACKEND=s3")
         if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
             raise ValueError("set both VIDPIPE_S3_ACCESS_KEY_ID and VIDPIPE_S3_SECRET_ACCESS_KEY")
+        if (self.c2pa_cert_path is None) != (self.c2pa_key_path is None):
+            raise ValueError("set both VIDPIPE_C2PA_CERT_PATH and VIDPIPE_C2PA_KEY_PATH")
         return self
 
     def check_serving(self, host: str) -> None:

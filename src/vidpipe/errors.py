@@ -109,3 +109,13 @@ class PermanentProviderError(ProviderError):
     """Bad input, auth, policy: retrying will not help."""
 
     code = "provider_permanent"
+
+
+class ProvenanceError(VidpipeError):
+    """A valid output could not be watermarked or C2PA-signed as configured.
+
+    The installation's to fix (key, certificate, time-stamp authority, watermark
+    image), not the provider's: the output itself was fine.
+    """
+
+    code = "provenance_failed"

@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from vidpipe.config import Settings
+from vidpipe.errors import ConfigError
 from vidpipe.media.ffmpeg import find_ffmpeg
 from vidpipe.store.db import Database
 
@@ -72,5 +73,27 @@ def check_storage(settings: Settings) -> Verdict:
         return Verdict("storage", False, f"{root}: {exc}")
 
 
+def check_provenance(settings: Settings) -> Verdict | None:
+    """The C2PA credentials and watermark, when configured (None when neither is)."""
+    from vidpipe.core.provenance import Provenance
+
+    try:
+        provenance = Provenance(settings)
+    except ConfigError as exc:
+        return Verdict("provenance", False, f"{exc.code}: {exc.message}")
+    parts = []
+    if provenance.credentials is not None:
+        parts.append(f"C2PA signing with {settings.c2pa_cert_path} ({settings.c2pa_alg})")
+    if provenance.watermark_spec is not None:
+        parts.append(f"watermark at {settings.watermark_position}")
+    return Verdict("provenance", True, "; ".join(parts)) if parts else None
+
+
 def run_checks(settings: Settings) -> list[Verdict]:
-    return [check_ffmpeg(settings), asyncio.run(check_database(settings)), check_storage(settings)]
+    verdicts = [
+        check_ffmpeg(settings),
+        asyncio.run(check_database(settings)),
+        check_storage(settings),
+    ]
+    provenance = check_provenance(settings)
+    return verdicts if provenance is None else [*verdicts, provenance]

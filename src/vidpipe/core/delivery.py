@@ -3,14 +3,16 @@
 Download at once (provider URLs expire) with a hash on the way; validate (basic: probe
 the headers; full: one decode pass with black, freeze, silence and loudness
 detection); then store the video, its derivatives (thumbnail, poster, preview; sprite
-sheet and HLS on request) and a provenance manifest. The step records the result in
-one transaction afterwards; a crash before that leaves files that the next attempt
-overwrites under the same keys.
+sheet and HLS on request) and a provenance manifest, with the optional watermark drawn
+first and the optional C2PA manifest signed in last (core/provenance.py). The step
+records the result in one transaction afterwards; a crash before that leaves files
+that the next attempt overwrites under the same keys.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import importlib
 import inspect
@@ -25,6 +27,7 @@ from typing import Any
 from vidpipe import __version__
 from vidpipe.blobs.base import BlobStore, job_key
 from vidpipe.config import Settings
+from vidpipe.core.provenance import Provenance, hash_file
 from vidpipe.errors import MediaError, PermanentProviderError
 from vidpipe.media import derivatives as deriv
 from vidpipe.media.analysis import Analysis, analyze
@@ -85,6 +88,9 @@ class Delivery:
         self.blobs = blobs
         self.settings = settings
         self.guard = guard
+        # Checked here, when a worker starts: a wrong C2PA key or an unreadable
+        # watermark image stops start-up with its reason, not every video later.
+        self.provenance = Provenance(settings)
 
     def _ffmpeg(self) -> Path:
         return find_ffmpeg(self.settings.ffmpeg)
@@ -201,7 +207,11 @@ class Delivery:
         manifest: dict[str, Any],
         work_dir: Path,
     ) -> Delivered:
-        """Derivatives and the manifest first (they read the file), then the video."""
+        """The watermark first (derivatives show it), derivatives, the C2PA signature
+        (the last change to the file), the manifest, then the video. Raises
+        ProvenanceError when a configured watermark or signature cannot be made."""
+        source = {"sha256": sha256, "bytes": size}
+        video, watermark = await self.provenance.watermark(video, work_dir)
         extras: list[StoredFile] = []
         derivative_error = None
         if self.settings.derivatives:
@@ -213,6 +223,13 @@ class Delivery:
                 # A convenience failed, not the video: deliver it without, and say so.
                 log.warning("%s: derivatives failed: %s", job_id, exc)
                 derivative_error = exc.message
+        video, c2pa = await self.provenance.sign(video, manifest, sha256, work_dir)
+        if watermark or c2pa:
+            # What is stored and announced is the changed file: its own hash and probe.
+            sha256, size = await asyncio.to_thread(hash_file, video)
+            if checked.media is not None:
+                final = await asyncio.to_thread(probe, video)
+                checked = dataclasses.replace(checked, media=final.to_dict())
         stored_video = StoredFile(
             VIDEO,
             job_key(tenant_id, job_id, VIDEO),
@@ -228,6 +245,9 @@ class Delivery:
             "output": {"name": VIDEO, "sha256": sha256, "bytes": size, "media": checked.media},
             "derivatives": [{"name": e.name, "sha256": e.sha256} for e in extras],
             "derivatives_error": derivative_error,
+            "provider_output": source,  # before our watermark and signature
+            "watermark": watermark,
+            "c2pa": c2pa,
         }
         manifest_path = work_dir / MANIFEST
         manifest_path.write_text(json.dumps(document, indent=2, sort_keys=True, default=str))

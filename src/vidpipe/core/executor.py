@@ -35,6 +35,7 @@ from vidpipe.errors import (
     IllegalTransition,
     LeaseLost,
     PermanentProviderError,
+    ProvenanceError,
     ProviderError,
     TransientProviderError,
     VidpipeError,
@@ -544,6 +545,13 @@ class StepExecutor:
                 manifest=await self._manifest(step, attempt),
                 work_dir=work,
             )
+        except ProvenanceError as exc:
+            # Our watermark or C2PA signing failed on a good output: the installation's
+            # to fix. A regeneration or a fallback model would pay again for the same
+            # failure, so the step fails now; the provider did charge for this output.
+            failure = Failure(ErrorClass.PERMANENT, exc.code, exc.message)
+            await self._fail_step(step, attempt, failure, billed=True)
+            return
         finally:
             shutil.rmtree(work, ignore_errors=True)
         await self._record_delivery(step, attempt, result, delivered, request)
@@ -846,11 +854,13 @@ class StepExecutor:
                 await self._fail_step_in(conn, step, failure, now, to=StepState.EXPIRED)
         obs.attempt_ended(step, attempt, "expired", now)
 
-    async def _fail_step(self, step: Step, attempt: Attempt | None, failure: Failure) -> None:
+    async def _fail_step(
+        self, step: Step, attempt: Attempt | None, failure: Failure, *, billed: bool = False
+    ) -> None:
         now = self.clock.now()
         async with self.db.write() as conn:
             if attempt is not None:
-                await self._close_failed(conn, step, attempt, failure, billed=False, now=now)
+                await self._close_failed(conn, step, attempt, failure, billed=billed, now=now)
             await self._fail_step_in(conn, step, failure, now)
 
     async def _fail_step_in(
