@@ -159,6 +159,27 @@ class Settings(BaseSettings):
         default=0.0, ge=0, description="Least time a local-provider job takes (simulated latency)."
     )
 
+    # -- plans and shorts: steps vidpipe runs itself ------------------------------------
+    local_steps_max_parallel: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description="Plan steps run by vidpipe itself (speech, compose...) at once, "
+        "across workers.",
+    )
+    compose_parallel: int = Field(
+        default=2, ge=1, le=32, description="ffmpeg processes one compose step runs at once."
+    )
+    music_dir: Path | None = Field(
+        default=None, description="Folder of music beds that shorts may name (source=library)."
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None, description="OpenAI key, for the openai speech engine."
+    )
+    elevenlabs_api_key: SecretStr | None = Field(
+        default=None, description="ElevenLabs key, for the elevenlabs speech engine."
+    )
+
     moderation_blocklist: dict[str, list[str]] = Field(
         default_factory=dict,
         description="Refused words or regular expressions by category (JSON, e.g. "

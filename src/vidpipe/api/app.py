@@ -13,6 +13,7 @@ from vidpipe.api import (
     hooks,
     metrics,
     money,
+    plans,
     system,
     videos,
     webhook_endpoints,
@@ -38,6 +39,7 @@ def create_app(runtime: Runtime, *, open_tenant_id: str | None = None) -> FastAP
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(videos.router)
+    app.include_router(plans.router)
     app.include_router(hooks.router)
     app.include_router(blobs.router)
     app.include_router(money.router)

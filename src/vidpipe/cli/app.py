@@ -220,6 +220,65 @@ def generate(
 
 
 @app.command()
+def short(
+    topic: Annotated[str | None, typer.Argument(help="What the short is about.")] = None,
+    template: Annotated[str, typer.Option(help="Template name (GET /v1/templates).")] = (
+        "fun_facts"
+    ),
+    script_file: Annotated[
+        Path | None, typer.Option("--script", help="A text file with your own narration.")
+    ] = None,
+    aspect: Annotated[str | None, typer.Option(help="9:16, 16:9 or 1:1.")] = None,
+    seconds: Annotated[float | None, typer.Option(help="Target length in seconds.")] = None,
+    voice: Annotated[str | None, typer.Option(help="Voice name of the speech engine.")] = None,
+    visual_model: Annotated[
+        str, typer.Option(help='"procedural" or a video model for a clip per scene.')
+    ] = "procedural",
+    music: Annotated[bool | None, typer.Option(help="A music bed (template default).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed, for a different but repeatable short.")] = 0,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the MP4.")] = Path(
+        "short.mp4"
+    ),
+    api_url: Annotated[
+        str | None, typer.Option(envvar="VIDPIPE_API_URL", help="Use a running server.")
+    ] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="VIDPIPE_API_KEY", help="Its key.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the video.")] = 1800,
+) -> None:
+    """Make a faceless short: topic (or your script) in, a finished MP4 out. Offline by
+    default: script, voice, visuals, captions and music are all made here."""
+    from vidpipe.cli.generate import generate_remote, short_embedded
+
+    body: dict[str, Any] = {"template": template, "seed": seed, "visual_model": visual_model}
+    if topic:
+        body["topic"] = topic
+    if script_file is not None:
+        body["script"] = script_file.read_text(encoding="utf-8")
+    for key, value in (
+        ("aspect_ratio", aspect),
+        ("target_seconds", seconds),
+        ("voice", voice),
+        ("music", music),
+    ):
+        if value is not None:
+            body[key] = value
+    try:
+        if api_url:
+            outcome = generate_remote(
+                api_url, api_key, body, output, timeout_s=timeout, path="/v1/shorts"
+            )
+        else:
+            outcome = asyncio.run(short_embedded(_settings(), body, output, timeout_s=timeout))
+    except VidpipeError as exc:
+        raise _fail(exc) from None
+    if outcome.output is None:
+        err.print(f"[red]short {outcome.job_id} {outcome.status}:[/red] {outcome.error}")
+        raise typer.Exit(1)
+    err.print(f"[green]short {outcome.job_id} completed[/green]")
+    out.print(str(outcome.output))
+
+
+@app.command()
 def batch(
     file: Annotated[Path, typer.Argument(help="JSONL: one video request per line.")],
     report: Annotated[

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,9 @@ from vidpipe.core.requests import parse_create_video
 from vidpipe.core.runtime import Runtime
 from vidpipe.core.states import JobStatus
 from vidpipe.errors import VidpipeError
+from vidpipe.store import steps as step_q
 from vidpipe.store import tenants as tenant_q
+from vidpipe.store.records import Job
 
 console = Console(stderr=True)
 CLI_TENANT = "default"
@@ -53,12 +56,43 @@ async def generate_embedded(
     settings: Settings, body: dict[str, Any], output: Path, *, timeout_s: float
 ) -> Outcome:
     request = parse_create_video(body)
+
+    async def create(runtime: Runtime, tenant_id: str) -> Job:
+        return (await runtime.videos.create(tenant_id, request)).job
+
+    return await run_embedded(settings, create, output, timeout_s=timeout_s)
+
+
+async def short_embedded(
+    settings: Settings, body: dict[str, Any], output: Path, *, timeout_s: float
+) -> Outcome:
+    """``vidpipe short``: the same plan ``POST /v1/shorts`` makes, run here."""
+    from vidpipe.api.plans import parse_body
+    from vidpipe.plans.shorts import CreateShort, build_short
+
+    request: CreateShort = parse_body(CreateShort, body)
+
+    async def create(runtime: Runtime, tenant_id: str) -> Job:
+        plan = build_short(request, runtime.settings, runtime.registry)
+        return (await runtime.plans.create(tenant_id, plan)).job
+
+    return await run_embedded(settings, create, output, timeout_s=timeout_s, show_step=True)
+
+
+async def run_embedded(
+    settings: Settings,
+    create: Callable[[Runtime, str], Awaitable[Job]],
+    output: Path,
+    *,
+    timeout_s: float,
+    show_step: bool = False,
+) -> Outcome:
+    """Create a job, run a worker here until it ends, and copy its video to ``output``."""
     runtime = await Runtime.open(settings)
     try:
         async with runtime.db.write() as conn:
             tenant = await tenant_q.ensure_tenant(conn, CLI_TENANT, runtime.clock.now())
-        created = await runtime.videos.create(tenant.id, request)
-        job = created.job
+        job = await create(runtime, tenant.id)
         stop = asyncio.Event()
         worker_task = asyncio.create_task(runtime.new_worker().run(stop))
         deadline = time.monotonic() + timeout_s
@@ -70,7 +104,10 @@ async def generate_embedded(
                     if worker_task.done():
                         worker_task.result()  # surface the worker's crash
                     job = await runtime.videos.get(None, job.id)
-                    bar.update(task, completed=job.progress, status=job.status)
+                    status = job.status
+                    if show_step and not JobStatus(status).terminal:
+                        status = await _current_steps(runtime, job.id) or status
+                    bar.update(task, completed=job.progress, status=status)
         finally:
             stop.set()
             await worker_task
@@ -92,12 +129,26 @@ async def generate_embedded(
         await runtime.close()
 
 
+async def _current_steps(runtime: Runtime, job_id: str) -> str:
+    """The steps running now, for the progress line (e.g. ``speech_2, visual_3``)."""
+    async with runtime.db.read() as conn:
+        plan = await step_q.steps_of_job(conn, job_id)
+    running = [s.name for s in plan if s.state in ("ready", "active") and s.lease_owner]
+    return ", ".join(running[:3])
+
+
 def generate_remote(
-    api_url: str, api_key: str | None, body: dict[str, Any], output: Path, *, timeout_s: float
+    api_url: str,
+    api_key: str | None,
+    body: dict[str, Any],
+    output: Path,
+    *,
+    timeout_s: float,
+    path: str = "/v1/videos",
 ) -> Outcome:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     with httpx.Client(base_url=api_url.rstrip("/"), headers=headers, timeout=30) as client:
-        response = client.post("/v1/videos", json=body)
+        response = client.post(path, json=body)
         if response.status_code >= 400:
             error = response.json().get("error", {})
             raise VidpipeError(error.get("message", response.text), code=error.get("code"))

@@ -139,13 +139,21 @@ class Delivery:
         return policy
 
     async def inspect(
-        self, path: Path, request: VideoRequest, policy: ValidationPolicy, *, full: bool
+        self,
+        path: Path,
+        request: VideoRequest,
+        policy: ValidationPolicy,
+        *,
+        full: bool,
+        expected_seconds: float | None = None,
     ) -> Checked:
-        """Judge the downloaded file; raises QualityRejected with the report."""
+        """Judge the downloaded file; raises QualityRejected with the report.
+        ``expected_seconds`` replaces the request's whole seconds (a composition's
+        length is known to the frame)."""
         expected = Expectation(
             width=request.width,
             height=request.height,
-            seconds=float(request.seconds),
+            seconds=expected_seconds if expected_seconds is not None else float(request.seconds),
             duration_tolerance=self.settings.duration_tolerance,
         )
         if not full:

@@ -20,15 +20,17 @@ import random
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from vidpipe.blobs.base import BlobStore
+from vidpipe.blobs.base import BlobStore, job_key
 from vidpipe.config import Settings
 from vidpipe.core import completion, events
 from vidpipe.core.clock import Clock
-from vidpipe.core.delivery import Checked, Delivered, Delivery, QualityRejected
+from vidpipe.core.delivery import Checked, Delivered, Delivery, QualityRejected, StoredFile
 from vidpipe.core.retry import ErrorClass, RetryPolicy, decide, next_poll_delay_s, policy_for
 from vidpipe.core.states import AttemptState, JobStatus, StepState
 from vidpipe.errors import (
@@ -49,6 +51,9 @@ from vidpipe.money.units import to_usd
 from vidpipe.net import AllowList, UrlGuard
 from vidpipe.notify import alerts
 from vidpipe.obs import step as obs
+from vidpipe.plans.kinds import LOCAL_PROVIDER
+from vidpipe.plans.runner import LocalStepRunner, is_final
+from vidpipe.plans.spec import PlanError, resolve
 from vidpipe.providers.base import PollResult, Provider, ProviderStatus, VideoRequest
 from vidpipe.providers.registry import ProviderRegistry
 from vidpipe.store import jobs as job_q
@@ -91,6 +96,7 @@ class StepExecutor:
         wake: Callable[[], None] = lambda: None,
         guard: UrlGuard | None = None,
         prices: PriceBook | None = None,
+        http: httpx.AsyncClient | None = None,
     ) -> None:
         self.db = db
         self.guard = guard or UrlGuard(AllowList())
@@ -104,6 +110,8 @@ class StepExecutor:
         self.wake = wake
         self.tmp_dir = settings.home / "tmp"
         self.delivery = Delivery(blobs, settings, self.guard)
+        # Plan steps that vidpipe runs itself (script, speech, compose...).
+        self.local = LocalStepRunner(self, http or httpx.AsyncClient())
 
     @obs.observed_action
     async def run(self, step: Step) -> None:
@@ -111,6 +119,8 @@ class StepExecutor:
         try:
             if step.state == StepState.CANCELING.value:
                 await self._cancel(step)
+            elif step.provider == LOCAL_PROVIDER:
+                await self.local.run(step)
             else:
                 await self._advance(step)
         except (LeaseLost, IllegalTransition) as exc:
@@ -534,17 +544,22 @@ class StepExecutor:
             async with self.db.read() as conn:
                 if not await step_q.holds_lease(conn, step):
                     raise LeaseLost(f"step {step.id}: lease taken over before storing")
-            delivered = await self.delivery.store(
-                tenant_id=step.tenant_id,
-                job_id=step.job_id,
-                video=tmp,
-                sha256=sha256,
-                size=size,
-                checked=checked,
-                wanted=list(step.params.get("derivatives") or []),
-                manifest=await self._manifest(step, attempt),
-                work_dir=work,
-            )
+            if not is_final(step):
+                # A clip inside a plan: an input of a later step, stored under the
+                # step's name (derivatives and the manifest are for the job's video).
+                delivered = await self._store_intermediate(step, tmp, sha256, size, checked)
+            else:
+                delivered = await self.delivery.store(
+                    tenant_id=step.tenant_id,
+                    job_id=step.job_id,
+                    video=tmp,
+                    sha256=sha256,
+                    size=size,
+                    checked=checked,
+                    wanted=list(step.params.get("derivatives") or []),
+                    manifest=await self._manifest(step, attempt),
+                    work_dir=work,
+                )
         except ProvenanceError as exc:
             # Our watermark or C2PA signing failed on a good output: the installation's
             # to fix. A regeneration or a fallback model would pay again for the same
@@ -555,6 +570,15 @@ class StepExecutor:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         await self._record_delivery(step, attempt, result, delivered, request)
+
+    async def _store_intermediate(
+        self, step: Step, path: Path, sha256: str, size: int, checked: Checked
+    ) -> Delivered:
+        name = f"{step.name}.video.mp4"
+        key = job_key(step.tenant_id, step.job_id, name)
+        await self.blobs.put_file(key, path, "video/mp4")
+        stored = StoredFile(name, key, sha256, size, "video/mp4", checked.media, checked.report)
+        return Delivered(stored, (), checked.duration_s)
 
     async def _download_failed(self, step: Step, attempt: Attempt, exc: ProviderError) -> None:
         failure = _classify(exc)
@@ -650,6 +674,10 @@ class StepExecutor:
                     "key": video.key,
                     "sha256": video.sha256,
                     "bytes": video.bytes,
+                    "kind": "video",
+                    "duration_s": delivered.duration_s,
+                    "width": request.width,
+                    "height": request.height,
                 },
                 finished_at=now,
                 updated_at=now,
@@ -671,17 +699,35 @@ class StepExecutor:
 
     async def _after_success(self, conn: AsyncConnection, step: Step, now: float) -> None:
         """Start the steps that were waiting for this one, or complete the job."""
+        # Steps of one plan finishing at once must see each other's success: the last
+        # one to commit starts what waited for both (PostgreSQL reads committed data,
+        # so without this neither would).
+        await self.db.lock_for(conn, f"vidpipe.plan.{step.job_id}")
         plan = await step_q.steps_of_job(conn, step.job_id)
         done = {s.id for s in plan if s.state == StepState.SUCCEEDED.value} | {step.id}
         if all(s.id in done for s in plan):
             await completion.work_done(conn, step.job_id, step.tenant_id, now, self.settings)
             return
+        outputs = {s.name: s.output for s in plan if s.output is not None}
+        if step.name not in outputs:
+            refreshed = await step_q.get_step(conn, step.id)
+            if refreshed is not None and refreshed.output is not None:
+                outputs[step.name] = refreshed.output
         for other in plan:
             if other.state == StepState.PENDING.value and all(
                 dep in done for dep in other.depends_on
             ):
+                # A step's params become concrete when it becomes ready: references
+                # to the outputs of the steps it waited for are replaced by values.
+                try:
+                    params = resolve(other.params, outputs)
+                except PlanError as exc:
+                    await self._fail_step_in(
+                        conn, other, Failure(ErrorClass.PERMANENT, exc.code, exc.message), now
+                    )
+                    return
                 await step_q.update_step(
-                    conn, other, to=StepState.READY, run_at=now, updated_at=now
+                    conn, other, to=StepState.READY, params=params, run_at=now, updated_at=now
                 )
         await self._update_job_progress(conn, step, 100, plan=plan)
         await self.db.notify(conn)
@@ -882,13 +928,13 @@ class StepExecutor:
             finished_at=now,
             updated_at=now,
         )
-        await step_q.set_steps_state(
-            conn,
-            step.job_id,
-            [StepState.PENDING, StepState.READY, StepState.BLOCKED],
-            StepState.CANCELED,
-            now,
-        )
+        await step_q.cancel_unstarted(conn, step.job_id, now)
+        job = await job_q.get_job(conn, step.job_id)
+        if job is None or JobStatus(job.status).terminal:
+            # Another step of the plan failed first (or the job was canceled): this
+            # one only records its own failure.
+            await self._event(conn, step, "step.failed", {"step": step.name, "code": failure.code})
+            return
         await ledger.release_job_hold(self.db, conn, step.job_id, self._charge(step, None), now)
         await job_q.transition_job(
             conn,

@@ -22,6 +22,7 @@ from vidpipe.core.retry import RetryPolicy
 from vidpipe.core.videos import VideoService
 from vidpipe.core.worker import Worker
 from vidpipe.net import AllowList, UrlGuard, guarded_client
+from vidpipe.plans.service import PlanService
 from vidpipe.providers.catalog import build_registry
 from vidpipe.providers.registry import ProviderRegistry
 from vidpipe.store import migrate
@@ -38,6 +39,7 @@ class Runtime:
     http: httpx.AsyncClient
     guard: UrlGuard
     videos: VideoService = field(init=False)
+    plans: PlanService = field(init=False)
     workers: list[Worker] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -61,6 +63,7 @@ class Runtime:
                 fail_closed=not self.settings.moderation_fail_open,
             ),
         )
+        self.plans = PlanService(self.videos)
 
     @classmethod
     async def open(
@@ -122,6 +125,7 @@ class Runtime:
             wake=self.wake,
             guard=self.guard,
             prices=self.videos.prices,
+            http=self.http,
         )
         worker = Worker(
             self.db,
@@ -131,7 +135,10 @@ class Runtime:
             lease_s=self.settings.lease_s,
             idle_poll_s=self.settings.idle_poll_s,
             drain_timeout_s=self.settings.drain_timeout_s,
-            max_in_flight=self.settings.provider_max_in_flight,
+            max_in_flight={
+                "vidpipe": self.settings.local_steps_max_parallel,
+                **self.settings.provider_max_in_flight,
+            },
             rate_per_min=self.settings.provider_rate_per_min,
             idempotency_ttl_s=self.settings.idempotency_ttl_s,
             http=self.http,

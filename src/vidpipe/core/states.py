@@ -69,7 +69,8 @@ JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.IN_PROGRESS, JobStatus.FAILED, JobStatus.CANCELED}),
     JobStatus.IN_PROGRESS: frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED}),
     JobStatus.COMPLETED: frozenset({JobStatus.EXPIRED}),
-    JobStatus.FAILED: frozenset({JobStatus.EXPIRED}),
+    # A failed job may be retried: it queues again and resumes from its failed steps.
+    JobStatus.FAILED: frozenset({JobStatus.EXPIRED, JobStatus.QUEUED}),
     JobStatus.CANCELED: frozenset({JobStatus.EXPIRED}),
     JobStatus.EXPIRED: frozenset(),
 }
@@ -80,6 +81,8 @@ STEP_TRANSITIONS: dict[StepState, frozenset[StepState]] = {
         {
             StepState.READY,
             StepState.ACTIVE,
+            # A step vidpipe runs itself finishes in one go, from ready.
+            StepState.SUCCEEDED,
             StepState.FAILED,
             StepState.CANCELED,
             StepState.BLOCKED,
@@ -110,6 +113,10 @@ STEP_TRANSITIONS: dict[StepState, frozenset[StepState]] = {
     StepState.CANCELED: frozenset(),
     StepState.EXPIRED: frozenset(),
 }
+
+# What a retry of a failed job does to its unfinished steps: they wait again (ready, or
+# pending behind a step that is itself retried). Succeeded steps are never touched.
+RETRYABLE_STEP_STATES = (StepState.FAILED, StepState.EXPIRED, StepState.CANCELED)
 
 ATTEMPT_TRANSITIONS: dict[AttemptState, frozenset[AttemptState]] = {
     AttemptState.SUBMITTING: frozenset(

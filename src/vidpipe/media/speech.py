@@ -269,6 +269,11 @@ def _write_wav(path: Path, samples: FloatArray, sample_rate: int) -> None:
         out.writeframes(pcm.tobytes())
 
 
+def read_wav(path: Path) -> tuple[FloatArray, int]:
+    """Mono float samples in [-1, 1] and the sample rate of a WAV file."""
+    return _read_wav(path)
+
+
 def _read_wav(path: Path) -> tuple[FloatArray, int]:
     """Mono float samples of a 16-bit PCM WAV (channels are averaged)."""
     try:

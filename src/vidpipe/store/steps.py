@@ -227,6 +227,26 @@ async def set_steps_state(
     return [r[0] for r in result]
 
 
+async def cancel_unstarted(conn: AsyncConnection, job_id: str, now: float) -> list[str]:
+    """When a job fails: cancel its steps that have not started (waiting, blocked, or
+    ready but unclaimed), so nothing new is paid for. Steps in flight (claimed, or at
+    a provider) finish, and a retry of the job reuses what they made."""
+    unstarted = or_(
+        steps.c.state.in_((StepState.PENDING.value, StepState.BLOCKED.value)),
+        and_(
+            steps.c.state == StepState.READY.value,
+            or_(steps.c.lease_owner.is_(None), steps.c.lease_expires_at < now),
+        ),
+    )
+    result = await conn.execute(
+        update(steps)
+        .where(steps.c.job_id == job_id, unstarted)
+        .values(state=StepState.CANCELED.value, run_at=now, updated_at=now)
+        .returning(steps.c.id)
+    )
+    return [r[0] for r in result]
+
+
 async def extend_leases(conn: AsyncConnection, worker_id: str, until: float) -> int:
     result = await conn.execute(
         update(steps).where(steps.c.lease_owner == worker_id).values(lease_expires_at=until)

@@ -1,0 +1,302 @@
+"""Custom plans (POST /v1/jobs) and retry from failed steps, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.integration.conftest import Harness
+from vidpipe.media.probe import probe
+from vidpipe.store.schema import attempts, events, jobs, steps
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def clip(name: str, prompt: str = "a paper boat", **params: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": "clip",
+        "params": {
+            "prompt": prompt,
+            "model": "instant/test",
+            "seconds": 1,
+            "size": "640x360",
+            **params,
+        },
+    }
+
+
+def merge(name: str, *clips: str) -> dict[str, Any]:
+    return {"name": name, "kind": "merge", "params": {"clips": [{"$ref": c} for c in clips]}}
+
+
+async def _post(h: Harness, body: dict[str, Any]) -> Any:
+    return await h.client.post("/v1/jobs", json=body, headers=h.headers())
+
+
+async def _count(h: Harness, table: Any) -> int:
+    async with h.runtime.db.read() as conn:
+        return int(await conn.scalar(select(func.count()).select_from(table)) or 0)
+
+
+BAD_PLANS = [
+    ({"steps": [{"name": "a", "kind": "teleport", "params": {}}]}, "unknown_step_kind"),
+    ({"steps": [clip("a"), clip("a")], "output": "a"}, "duplicate_step_name"),
+    ({"steps": [clip("a"), merge("m", "a", "ghost")]}, "dangling_reference"),
+    (
+        {
+            "steps": [
+                {"name": "a", "kind": "merge", "params": {"clips": [{"$ref": "b"}]}},
+                {"name": "b", "kind": "merge", "params": {"clips": [{"$ref": "a"}]}},
+            ],
+            "output": "a",
+        },
+        "plan_cycle",
+    ),
+    ({"steps": [clip("a", seconds="many")]}, "invalid_step_params"),
+    ({"steps": [clip("a", colour="red")]}, "invalid_step_params"),
+    ({"steps": [{"name": "a", "kind": "clip", "params": {"prompt": "x"}}]}, "invalid_step_params"),
+    # A file input named by storage key instead of a reference: refused (it could name
+    # another tenant's file).
+    (
+        {
+            "steps": [
+                {
+                    "name": "m",
+                    "kind": "merge",
+                    "params": {"clips": [{"key": "tenants/x/jobs/y/video.mp4"}]},
+                }
+            ]
+        },
+        "invalid_step_params",
+    ),
+    ({"steps": [clip("a"), clip("b")]}, "invalid_plan_output"),
+    (
+        {"steps": [{"name": "s", "kind": "speech", "params": {"text": "hello"}}]},
+        "invalid_plan_output",
+    ),
+    ({"steps": [clip("a")], "output": "zzz"}, "invalid_plan_output"),
+    ({"steps": [clip("Bad Name")]}, "invalid_step_name"),
+    ({"steps": [clip("a", _final=False)]}, "invalid_step_params"),
+    ({"steps": [clip("a", model="nope/none")]}, "unknown_model"),
+    ({"steps": []}, "invalid_request"),
+    ({"steps": [clip("a")], "surprise": 1}, "unknown_parameter"),
+    ([1, 2], "invalid_body"),
+]
+
+
+@pytest.mark.parametrize(("body", "code"), BAD_PLANS)
+async def test_bad_plans_are_refused_before_anything_runs(
+    harness: Harness, body: Any, code: str
+) -> None:
+    response = await _post(harness, body)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == code
+    assert await _count(harness, jobs) == 0
+    assert await _count(harness, steps) == 0
+
+
+async def test_a_custom_plan_runs_its_dag_and_merges_the_clips(harness: Harness) -> None:
+    body = {
+        "title": "two boats",
+        "steps": [
+            clip("one", "a paper boat"),
+            clip("two", "a red kite"),
+            merge("joined", "one", "two"),
+        ],
+    }
+    response = await _post(harness, body)
+    assert response.status_code == 202, response.text
+    video = response.json()
+    assert video["status"] == "queued"
+    by_name = {s["name"]: s for s in video["steps"]}
+    # Independent clips are ready at once (they may run in parallel); the merge waits.
+    assert by_name["one"]["state"] == by_name["two"]["state"] == "ready"
+    assert by_name["joined"]["state"] == "pending"
+    assert by_name["joined"]["depends_on"] == ["one", "two"]
+
+    assert await harness.run_until(video["id"]) == "completed"
+    listed = await harness.client.get(f"/v1/videos/{video['id']}/steps", headers=harness.headers())
+    assert [s["state"] for s in listed.json()["data"]] == ["succeeded"] * 3
+    assert all("key" not in (s["output"] or {}) for s in listed.json()["data"])
+    got = await harness.client.get(f"/v1/videos/{video['id']}", headers=harness.headers())
+    assert got.json()["progress"] == 100
+    content = await harness.client.get(
+        f"/v1/videos/{video['id']}/content", headers=harness.headers()
+    )
+    assert content.status_code == 200
+    path = harness.runtime.settings.home / "merged.mp4"
+    path.write_bytes(content.content)
+    info = probe(path)
+    assert info.video is not None
+    assert (info.video.width, info.video.height) == (640, 360)
+    assert info.duration_s == pytest.approx(2.0, abs=0.2)
+    # Each clip paid for once, by its own attempt.
+    assert await _count(harness, attempts) == 2
+
+
+async def test_references_reach_into_outputs(harness: Harness) -> None:
+    """A clip's prompt taken from a script scene: resolved when the clip becomes ready."""
+    body = {
+        "steps": [
+            {
+                "name": "script",
+                "kind": "script",
+                "params": {"template": "fun_facts", "scenes": ["Octopuses have three hearts."]},
+            },
+            clip("shot", prompt={"$ref": "script.scenes.0.visual_prompt"}),  # type: ignore[arg-type]
+        ]
+    }
+    response = await _post(harness, body)
+    assert response.status_code == 202, response.text
+    vid = response.json()["id"]
+    assert await harness.run_until(vid) == "completed"
+    async with harness.runtime.db.read() as conn:
+        row = (
+            await conn.execute(
+                select(steps.c.params).where(steps.c.job_id == vid, steps.c.name == "shot")
+            )
+        ).one()
+        script_out = (
+            await conn.execute(
+                select(steps.c.output).where(steps.c.job_id == vid, steps.c.name == "script")
+            )
+        ).scalar_one()
+    assert row.params["prompt"] == script_out["scenes"][0]["visual_prompt"]
+    assert isinstance(row.params["prompt"], str)
+
+
+async def test_retry_resumes_from_the_failed_step_only(harness: Harness, tmp_path: Any) -> None:
+    library = tmp_path / "music"
+    library.mkdir()
+    harness.runtime.settings.music_dir = library
+    body = {
+        "steps": [
+            clip("shot"),
+            {
+                "name": "bed",
+                "kind": "music",
+                "params": {"source": "library", "name": "bed.wav", "seconds": 2},
+            },
+            {
+                "name": "final",
+                "kind": "merge",
+                "params": {"clips": [{"$ref": "shot"}], "audio": {"$ref": "bed"}},
+            },
+        ]
+    }
+    response = await _post(harness, body)
+    assert response.status_code == 202, response.text
+    vid = response.json()["id"]
+    assert await harness.run_until(vid) == "failed"
+    got = (await harness.client.get(f"/v1/videos/{vid}", headers=harness.headers())).json()
+    assert got["error"]["code"] == "music_not_found"
+    listed = (await harness.client.get(f"/v1/videos/{vid}/steps", headers=harness.headers())).json()
+    states = {s["name"]: s["state"] for s in listed["data"]}
+    assert states["bed"] == "failed"
+    assert states["final"] == "canceled"
+
+    # Not retryable while it is not failed; retry of an unknown video is a 404.
+    missing = await harness.client.post("/v1/videos/video_nope/retry", headers=harness.headers())
+    assert missing.status_code == 404
+    other = await harness.client.post(
+        f"/v1/videos/{vid}/retry", headers=harness.headers(harness.other_key)
+    )
+    assert other.status_code == 404
+
+    # Fix the cause (the file appears in the library) and retry.
+    from vidpipe.media.ffmpeg import find_ffmpeg
+    from vidpipe.plans.music import generate_music
+
+    generate_music(library / "bed.wav", seconds=2, mood="calm", seed=1, ffmpeg=find_ffmpeg())
+    retried = await harness.client.post(f"/v1/videos/{vid}/retry", headers=harness.headers())
+    assert retried.status_code == 202, retried.text
+    assert retried.json()["status"] == "queued"
+    again = await harness.client.post(f"/v1/videos/{vid}/retry", headers=harness.headers())
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "video_not_retryable"
+    assert await harness.run_until(vid) == "completed"
+
+    async with harness.runtime.db.read() as conn:
+        started = (
+            await conn.execute(
+                select(events.c.data).where(events.c.job_id == vid, events.c.type == "step.started")
+            )
+        ).all()
+        shot_attempts = await conn.scalar(
+            select(func.count()).select_from(attempts).where(attempts.c.job_id == vid)
+        )
+    runs = [row.data["step"] for row in started]
+    # The clip was made (and paid for) once; the music and merge steps ran again.
+    assert shot_attempts == 1
+    assert runs.count("bed") == 2
+    assert runs.count("final") == 1
+    retried_events = await harness.client.get(f"/v1/videos/{vid}/events", headers=harness.headers())
+    assert retried_events.status_code in (200, 404)
+
+
+async def test_a_completed_video_cannot_be_retried(harness: Harness) -> None:
+    vid = str((await harness.create(model="instant/test"))["id"])
+    assert await harness.run_until(vid) == "completed"
+    response = await harness.client.post(f"/v1/videos/{vid}/retry", headers=harness.headers())
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "video_not_retryable"
+
+
+async def test_templates_and_step_kinds_are_listed(harness: Harness) -> None:
+    response = await harness.client.get("/v1/templates", headers=harness.headers())
+    assert response.status_code == 200
+    names = {t["name"] for t in response.json()["data"]}
+    assert len(names) >= 10
+    assert {"fun_facts", "story", "would_you_rather", "text_chat"} <= names
+    one = await harness.client.get("/v1/templates/fun_facts", headers=harness.headers())
+    assert one.json()["name"] == "fun_facts"
+    missing = await harness.client.get("/v1/templates/nope", headers=harness.headers())
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "unknown_template"
+    kinds = await harness.client.get("/v1/step-kinds", headers=harness.headers())
+    assert {k["kind"] for k in kinds.json()["data"]} >= {"clip", "speech", "compose", "merge"}
+
+
+BAD_SHORTS = [
+    ({}, "missing_parameter"),
+    ({"topic": "octopuses", "template": "nope"}, "unknown_template"),
+    ({"topic": "octopuses", "target_seconds": 1}, "invalid_request"),
+    ({"topic": "octopuses", "aspect_ratio": "4:3"}, "invalid_request"),
+    ({"topic": "octopuses", "visual_model": "nope/none"}, "unknown_model"),
+    ({"topic": "octopuses", "llm": True}, "llm_not_configured"),
+    ({"topic": "octopuses", "colour": "red"}, "unknown_parameter"),
+]
+
+
+@pytest.mark.parametrize(("body", "code"), BAD_SHORTS)
+async def test_bad_shorts_are_refused(harness: Harness, body: dict[str, Any], code: str) -> None:
+    response = await harness.client.post("/v1/shorts", json=body, headers=harness.headers())
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == code
+    assert await _count(harness, jobs) == 0
+
+
+async def test_a_short_plan_shows_its_per_scene_steps(harness: Harness) -> None:
+    response = await harness.client.post(
+        "/v1/shorts",
+        json={"topic": "octopuses", "template": "fun_facts", "target_seconds": 40},
+        headers=harness.headers(),
+    )
+    assert response.status_code == 202, response.text
+    video = response.json()
+    names = [s["name"] for s in video["steps"]]
+    scenes = sum(n.startswith("speech_") for n in names)
+    assert scenes >= 3
+    assert sum(n.startswith("visual_") for n in names) == scenes
+    assert {"script", "captions", "music", "compose"} <= set(names)
+    compose = next(s for s in video["steps"] if s["name"] == "compose")
+    assert set(compose["depends_on"]) >= {"captions", "music", "visual_0", "speech_0"}
+    # The same request with one Idempotency-Key makes one job.
+    headers = {**harness.headers(), "Idempotency-Key": "short-1"}
+    first = await harness.client.post("/v1/shorts", json={"topic": "owls"}, headers=headers)
+    second = await harness.client.post("/v1/shorts", json={"topic": "owls"}, headers=headers)
+    assert first.json()["id"] == second.json()["id"]
+    assert second.headers.get("Idempotent-Replayed") == "true"
