@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -200,6 +201,7 @@ def generate(
     """Make one video through the job system and save it; exit 1 with the reason if it fails."""
     from vidpipe.cli.generate import generate_embedded, generate_remote
 
+    _quiet_logs()
     body: dict[str, Any] = {"prompt": prompt, "seconds": seconds, "size": size}
     if model:
         body["model"] = model
@@ -249,6 +251,7 @@ def short(
     default: script, voice, visuals, captions and music are all made here."""
     from vidpipe.cli.generate import generate_remote, short_embedded
 
+    _quiet_logs()
     body: dict[str, Any] = {"template": template, "seed": seed, "visual_model": visual_model}
     if topic:
         body["topic"] = topic
@@ -512,6 +515,13 @@ def credits_add(
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
     out.print(f"balance of {tenant}: ${to_usd(balance):.2f}")
+
+
+def _quiet_logs() -> None:
+    """Interactive commands show a progress bar: the embedded worker's info logs would
+    bury it, so only warnings print unless VIDPIPE_LOG_LEVEL asks for more."""
+    if "VIDPIPE_LOG_LEVEL" not in os.environ:
+        logging.getLogger().setLevel(logging.WARNING)
 
 
 def main() -> None:
