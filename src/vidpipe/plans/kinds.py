@@ -13,7 +13,7 @@ references are resolved, just before the step runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -222,7 +222,7 @@ def check_params(kind: str, params: dict[str, Any], where: str) -> None:
         if contains_ref(value):
             continue  # checked once resolved
         try:
-            TypeAdapter(cast(Any, field.annotation)).validate_python(value)
+            _field_adapter(field).validate_python(value)
         except ValidationError as exc:
             raise PlanError(
                 f"{kind}.{name}: {exc.errors()[0]['msg']}",
@@ -231,6 +231,14 @@ def check_params(kind: str, params: dict[str, Any], where: str) -> None:
             ) from None
     if "size" in params and isinstance(params["size"], str):
         parse_size(params["size"], param=f"{where}.size")
+
+
+def _field_adapter(field: Any) -> TypeAdapter[Any]:
+    """A validator of one field with its constraints (min_length, ge, pattern...)."""
+    annotation = field.annotation
+    if field.metadata:
+        annotation = Annotated[(annotation, *field.metadata)]
+    return TypeAdapter(cast(Any, annotation))
 
 
 def _file_refs_only(value: Any, field: str) -> bool:
