@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self, Unpack
 
 import anyio
 import httpx
@@ -24,13 +24,20 @@ from vidpipe.client import _wire
 from vidpipe.client._errors import APIConnectionError
 from vidpipe.client._models import (
     Estimate,
+    Step,
+    StepList,
+    Template,
+    TemplateList,
     Variant,
     Video,
     VideoDeleted,
     VideoList,
     VideoStatus,
+    VideoWithSteps,
 )
+from vidpipe.client._plan import Plan, job_body
 from vidpipe.client._retry import RetryPolicy
+from vidpipe.client._wire import ShortFields
 
 Order = Literal["asc", "desc"]
 ProgressCallback = Callable[[Video], object]
@@ -111,6 +118,48 @@ class Client:
             derivatives=derivatives,
         )
         return _wire.parse(self._send(_wire.estimate(body)), Estimate)
+
+    def create_job(
+        self, plan: Plan | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> VideoWithSteps:
+        """Queue a multi-step plan (a :class:`Plan`, or the ``POST /v1/jobs`` body as a
+        mapping); returns the video, ``queued``, with its steps.
+
+        The whole plan is checked before anything runs: a bad one raises
+        :class:`InvalidRequest` whose ``code`` says why (``plan_cycle``,
+        ``dangling_reference``, ``invalid_step_params``, ...). Idempotent as
+        :meth:`Videos.create`.
+        """
+        request = _wire.create_job(job_body(plan), idempotency_key)
+        return _wire.parse(self._send(request), VideoWithSteps)
+
+    def create_short(
+        self, *, idempotency_key: str | None = None, **fields: Unpack[ShortFields]
+    ) -> VideoWithSteps:
+        """Queue a faceless short from a ``topic`` (or your ``script`` or ``scenes``), see
+        :class:`ShortFields`; returns the video, ``queued``, with its per-scene steps.
+        Idempotent as :meth:`Videos.create`."""
+        request = _wire.create_short(_wire.short_body(fields), idempotency_key)
+        return _wire.parse(self._send(request), VideoWithSteps)
+
+    def retry(self, video_id: str) -> VideoWithSteps:
+        """Run a failed video again from its failed steps (succeeded steps are reused).
+
+        Raises :class:`Conflict` (``video_not_retryable``) unless the video failed.
+        """
+        return _wire.parse(self._send(_wire.retry(video_id)), VideoWithSteps)
+
+    def steps(self, video_id: str) -> list[Step]:
+        """The video's plan: each step's kind, state, progress, output and error."""
+        return _wire.parse(self._send(_wire.steps(video_id)), StepList).data
+
+    def templates(self) -> list[Template]:
+        """The templates a short can use."""
+        return _wire.parse(self._send(_wire.templates()), TemplateList).data
+
+    def template(self, name: str) -> Template:
+        """One template; :class:`NotFound` (``unknown_template``) if there is none."""
+        return _wire.parse(self._send(_wire.template(name)), Template)
 
     def close(self) -> None:
         self._http.close()
@@ -332,6 +381,36 @@ class AsyncClient:
             derivatives=derivatives,
         )
         return _wire.parse(await self._send(_wire.estimate(body)), Estimate)
+
+    async def create_job(
+        self, plan: Plan | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> VideoWithSteps:
+        """Queue a multi-step plan (see :meth:`Client.create_job`)."""
+        request = _wire.create_job(job_body(plan), idempotency_key)
+        return _wire.parse(await self._send(request), VideoWithSteps)
+
+    async def create_short(
+        self, *, idempotency_key: str | None = None, **fields: Unpack[ShortFields]
+    ) -> VideoWithSteps:
+        """Queue a faceless short (see :meth:`Client.create_short`)."""
+        request = _wire.create_short(_wire.short_body(fields), idempotency_key)
+        return _wire.parse(await self._send(request), VideoWithSteps)
+
+    async def retry(self, video_id: str) -> VideoWithSteps:
+        """Run a failed video again from its failed steps (see :meth:`Client.retry`)."""
+        return _wire.parse(await self._send(_wire.retry(video_id)), VideoWithSteps)
+
+    async def steps(self, video_id: str) -> list[Step]:
+        """The video's plan: each step's kind, state, progress, output and error."""
+        return _wire.parse(await self._send(_wire.steps(video_id)), StepList).data
+
+    async def templates(self) -> list[Template]:
+        """The templates a short can use."""
+        return _wire.parse(await self._send(_wire.templates()), TemplateList).data
+
+    async def template(self, name: str) -> Template:
+        """One template; :class:`NotFound` (``unknown_template``) if there is none."""
+        return _wire.parse(await self._send(_wire.template(name)), Template)
 
     async def aclose(self) -> None:
         await self._http.aclose()

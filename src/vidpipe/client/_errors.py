@@ -62,7 +62,8 @@ class NotFound(APIError):
 
 
 class Conflict(APIError):
-    """409: the video is not in a state that allows this (not ready, not cancelable)."""
+    """409: the video is not in a state that allows this (not ready, not cancelable, not
+    retryable)."""
 
 
 class BudgetExceeded(APIError):
@@ -101,6 +102,10 @@ class WaitTimeout(VidpipeClientError, TimeoutError):
         )
         self.video = video
         self.timeout_s = timeout_s
+
+
+class PlanError(VidpipeClientError, ValueError):
+    """A :class:`~vidpipe.client.Plan` was built wrongly (found before anything is sent)."""
 
 
 class WebhookVerificationError(VidpipeClientError):

@@ -1,11 +1,12 @@
-"""Typed views of what the server answers: videos, pages, costs and estimates.
+"""Typed views of what the server answers: videos, pages, costs, estimates, plan steps
+and short templates.
 
 Unknown fields a newer server adds are ignored, so an older client keeps working.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -107,3 +108,75 @@ class Estimate(_Model):
     cost: EstimateCost
     admissible: bool
     reason: str | None = None
+
+
+# Step states are kept as plain strings: a newer server may add one, and an older client
+# should still read the plan. Those that no longer change:
+TERMINAL_STEP_STATES: frozenset[str] = frozenset({"succeeded", "failed", "canceled", "expired"})
+
+
+class StepError(_Model):
+    """Why a step failed."""
+
+    code: str
+    message: str
+
+
+class Step(_Model):
+    """One step of a video's plan, as it runs.
+
+    ``state`` is one of ``pending``, ``ready``, ``active``, ``canceling``,
+    ``blocked_budget``, ``succeeded``, ``failed``, ``canceled``, ``expired``. ``output`` is
+    what the step made (files are served through the video's content, not named here).
+    """
+
+    name: str
+    kind: str
+    state: str
+    progress: int
+    model: str
+    depends_on: list[str] = []
+    attempts: int = 0
+    output: dict[str, Any] | None = None
+    error: StepError | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STEP_STATES
+
+
+class VideoWithSteps(Video):
+    """What creating a plan or a short, or retrying a video, answers: the video and its
+    plan's steps."""
+
+    steps: list[Step]
+
+
+class StepList(_Model):
+    object: Literal["list"] = "list"
+    video_id: str
+    data: list[Step]
+
+
+class Template(_Model):
+    """A short template (``GET /v1/templates``): what a caller chooses with.
+
+    ``structure`` lists the scene roles (``role``, ``min_count``, ``max_count``);
+    ``scenes`` is ``{"min", "max"}``; ``pacing``, ``captions``, ``visual`` and
+    ``defaults`` are as the server describes them.
+    """
+
+    name: str
+    title: str
+    description: str
+    structure: list[dict[str, Any]] = []
+    scenes: dict[str, int] = {}
+    pacing: dict[str, Any] = {}
+    captions: dict[str, Any] = {}
+    visual: dict[str, Any] = {}
+    defaults: dict[str, Any] = {}
+
+
+class TemplateList(_Model):
+    object: Literal["list"] = "list"
+    data: list[Template]

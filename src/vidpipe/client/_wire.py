@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -83,10 +83,62 @@ def video_body(
     return body
 
 
-def create(body: dict[str, Any], idempotency_key: str | None) -> Request:
+class ShortFields(TypedDict, total=False):
+    """The fields of ``POST /v1/shorts``; those left out take the server's defaults.
+
+    Give a ``topic``, your own ``script`` (narration text) or your own ``scenes``.
+    ``template`` is one of :meth:`Client.templates`; ``aspect_ratio`` is ``9:16``,
+    ``16:9`` or ``1:1``; ``visual_model`` is ``procedural`` (offline stills) or a video
+    model for a generated clip per scene; ``music_mood`` is ``calm``, ``upbeat`` or
+    ``dramatic``.
+    """
+
+    topic: str
+    script: str
+    scenes: Sequence[str]
+    template: str
+    voice: str
+    speech_engine: str
+    aspect_ratio: str
+    target_seconds: float
+    visual_model: str
+    llm: bool
+    llm_model: str
+    captions: bool
+    music: bool
+    music_mood: str
+    music_name: str
+    seed: int
+    metadata: Mapping[str, str]
+    max_cost_usd: float
+
+
+def short_body(fields: ShortFields) -> dict[str, Any]:
+    """The JSON body of ``POST /v1/shorts``; fields given as None are left out too."""
+    body: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
+    if "scenes" in body:
+        body["scenes"] = list(body["scenes"])
+    if "metadata" in body:
+        body["metadata"] = dict(body["metadata"])
+    return body
+
+
+def _create_at(path: str, body: dict[str, Any], idempotency_key: str | None) -> Request:
     # A key is always sent, so a create retried after a lost answer returns the same job.
     key = idempotency_key if idempotency_key is not None else new_idempotency_key()
-    return Request("POST", "/v1/videos", json=body, headers={IDEMPOTENCY_HEADER: key})
+    return Request("POST", path, json=body, headers={IDEMPOTENCY_HEADER: key})
+
+
+def create(body: dict[str, Any], idempotency_key: str | None) -> Request:
+    return _create_at("/v1/videos", body, idempotency_key)
+
+
+def create_job(body: dict[str, Any], idempotency_key: str | None) -> Request:
+    return _create_at("/v1/jobs", body, idempotency_key)
+
+
+def create_short(body: dict[str, Any], idempotency_key: str | None) -> Request:
+    return _create_at("/v1/shorts", body, idempotency_key)
 
 
 def estimate(body: dict[str, Any]) -> Request:
@@ -128,6 +180,24 @@ def delete(video_id: str) -> Request:
 
 def content(video_id: str, variant: Variant) -> Request:
     return Request("GET", _video_path(video_id, "/content"), params={"variant": variant})
+
+
+def retry(video_id: str) -> Request:
+    return Request("POST", _video_path(video_id, "/retry"))
+
+
+def steps(video_id: str) -> Request:
+    return Request("GET", _video_path(video_id, "/steps"))
+
+
+def templates() -> Request:
+    return Request("GET", "/v1/templates")
+
+
+def template(name: str) -> Request:
+    if not name:
+        raise ValueError("name must not be empty")
+    return Request("GET", f"/v1/templates/{quote(name, safe='')}")
 
 
 def build(http: httpx.Client | httpx.AsyncClient, request: Request) -> httpx.Request:
