@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from tests.integration.conftest import Harness
@@ -300,3 +301,91 @@ async def test_a_short_plan_shows_its_per_scene_steps(harness: Harness) -> None:
     second = await harness.client.post("/v1/shorts", json={"topic": "owls"}, headers=headers)
     assert first.json()["id"] == second.json()["id"]
     assert second.headers.get("Idempotent-Replayed") == "true"
+
+
+async def _script_step(h: Harness, vid: str) -> Any:
+    async with h.runtime.db.read() as conn:
+        return (
+            await conn.execute(
+                select(
+                    steps.c.state, steps.c.output, steps.c.error_code, steps.c.poll_errors
+                ).where(steps.c.job_id == vid, steps.c.name == "script")
+            )
+        ).one()
+
+
+async def _run_script_step(h: Harness, vid: str, until: set[str]) -> Any:
+    """Run a worker until the script step reaches one of ``until`` (the rest of the
+    short is not needed here), then cancel the job."""
+    import asyncio
+
+    stop = asyncio.Event()
+    worker = h.runtime.new_worker()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        async with asyncio.timeout(60):
+            while (row := await _script_step(h, vid)).state not in until:
+                assert not task.done(), task.result()
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await task
+        h.runtime.workers.remove(worker)
+    await h.client.post(f"/v1/videos/{vid}/cancel", headers=h.headers())
+    return row
+
+
+async def test_a_short_scripted_by_an_llm(harness: Harness) -> None:
+    import httpx
+
+    from vidpipe.testing.fakes.llm import FakeLLMFault, FakeLLMState, create_fake_llm
+
+    state = FakeLLMState(retry_after_s=0.2)
+    harness.runtime.settings.llm_base_url = "http://llm.test/v1"
+    harness.runtime.settings.llm_api_key = SecretStr("llm-test-key")
+    harness.runtime.operator_http = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_fake_llm(state))
+    )
+    state.fail_next(FakeLLMFault.RATE_LIMIT)
+    response = await harness.client.post(
+        "/v1/shorts",
+        json={"topic": "barn owls", "template": "fun_facts", "target_seconds": 40},
+        headers=harness.headers(),
+    )
+    assert response.status_code == 202, response.text
+    video = response.json()
+    scenes = sum(s["name"].startswith("speech_") for s in video["steps"])
+    row = await _run_script_step(harness, video["id"], {"succeeded", "failed"})
+    assert row.state == "succeeded", row
+    # The 429 was retried (after its Retry-After), then the script came back fitted to
+    # the plan's scene count.
+    assert row.poll_errors == 1
+    assert len(row.output["scenes"]) == scenes
+    assert "barn owls" in row.output["title"]
+    sent = state.requests[-1]
+    assert sent["response_format"]["type"] == "json_schema"
+    assert state.headers[-1]["authorization"] == "Bearer llm-test-key"
+
+
+async def test_an_llm_that_keeps_refusing_fails_the_short_clearly(harness: Harness) -> None:
+    import httpx
+
+    from vidpipe.testing.fakes.llm import FakeLLMFault, FakeLLMState, create_fake_llm
+
+    state = FakeLLMState(api_key=None)
+    harness.runtime.settings.llm_base_url = "http://llm.test/v1"
+    harness.runtime.operator_http = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_fake_llm(state))
+    )
+    state.fail_next(FakeLLMFault.REFUSAL)
+    response = await harness.client.post(
+        "/v1/shorts", json={"topic": "owls", "llm": True}, headers=harness.headers()
+    )
+    assert response.status_code == 202, response.text
+    vid = response.json()["id"]
+    assert await harness.run_until(vid) == "failed"
+    row = await _script_step(harness, vid)
+    assert row.state == "failed"
+    assert row.error_code == "llm_refused"
+    got = (await harness.client.get(f"/v1/videos/{vid}", headers=harness.headers())).json()
+    assert got["error"]["code"] == "llm_refused"

@@ -110,3 +110,37 @@ def test_scene_durations_leave_room_for_the_transition() -> None:
     # Narration + a pause at least the transition + 0.1 s, a default without narration,
     # and never below the minimum.
     assert durations == [2.5, 4.0, 1.5]
+
+
+def test_a_script_is_fitted_to_the_plans_scene_count() -> None:
+    from vidpipe.plans.handlers import fit_scene_count
+    from vidpipe.shorts.script import Script
+
+    def scene(text: str, role: str = "fact") -> dict[str, Any]:
+        return {
+            "role": role,
+            "text": text,
+            "visual_prompt": "an owl",
+            "on_screen_text": None,
+            "speaker": None,
+            "emphasis": [],
+        }
+
+    script = Script.model_validate(
+        {
+            "title": "Owls",
+            "scenes": [
+                scene("Owls are birds.", "hook"),
+                scene("They hunt at night. Their hearing is superb. They fly silently."),
+                scene("Follow for more.", "outro"),
+            ],
+        }
+    )
+    longer = fit_scene_count(script, 5)
+    assert len(longer.scenes) == 5
+    assert (
+        " ".join(s.text for s in longer.scenes).split()
+        == " ".join(s.text for s in script.scenes).split()
+    )
+    shorter = fit_scene_count(script, 2)
+    assert [s.role for s in shorter.scenes] == ["hook", "outro"]

@@ -97,6 +97,7 @@ class StepExecutor:
         guard: UrlGuard | None = None,
         prices: PriceBook | None = None,
         http: httpx.AsyncClient | None = None,
+        operator_http: httpx.AsyncClient | None = None,
     ) -> None:
         self.db = db
         self.guard = guard or UrlGuard(AllowList())
@@ -111,7 +112,7 @@ class StepExecutor:
         self.tmp_dir = settings.home / "tmp"
         self.delivery = Delivery(blobs, settings, self.guard)
         # Plan steps that vidpipe runs itself (script, speech, compose...).
-        self.local = LocalStepRunner(self, http or httpx.AsyncClient())
+        self.local = LocalStepRunner(self, http or httpx.AsyncClient(), operator_http)
 
     @obs.observed_action
     async def run(self, step: Step) -> None:

@@ -41,6 +41,11 @@ class Runtime:
     videos: VideoService = field(init=False)
     plans: PlanService = field(init=False)
     workers: list[Worker] = field(default_factory=list)
+    # For endpoints the operator configured (an LLM on localhost, speech APIs): not
+    # the user-URL guard, which would refuse a loopback Ollama.
+    operator_http: httpx.AsyncClient = field(
+        default_factory=lambda: httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0))
+    )
 
     def __post_init__(self) -> None:
         self.videos = VideoService(
@@ -126,6 +131,7 @@ class Runtime:
             guard=self.guard,
             prices=self.videos.prices,
             http=self.http,
+            operator_http=self.operator_http,
         )
         worker = Worker(
             self.db,
@@ -148,6 +154,7 @@ class Runtime:
 
     async def close(self) -> None:
         await self.http.aclose()
+        await self.operator_http.aclose()
         close = getattr(self.blobs, "close", None)
         if close is not None:
             result = close()

@@ -83,6 +83,7 @@ class StepContext:
     checkpoint_dir: Path
     settings: Settings
     http: httpx.AsyncClient
+    operator_http: httpx.AsyncClient
     guard: UrlGuard
     ffmpeg: Path
     progress: Callable[[float], None] = lambda share: None
@@ -116,7 +117,7 @@ async def run_script(ctx: StepContext, p: k.ScriptParams) -> StepResult:
         from vidpipe.shorts.llm import llm_script
 
         script = await llm_script(
-            ctx.http,
+            ctx.operator_http,
             base_url=ctx.settings.llm_base_url,
             api_key=key.get_secret_value() if key else None,
             model=p.llm_model or ctx.settings.llm_model,
@@ -131,15 +132,43 @@ async def run_script(ctx: StepContext, p: k.ScriptParams) -> StepResult:
         )
     if p.scene_count is not None and len(script.scenes) != p.scene_count:
         # The plan was made for this many scenes (one visual and one narration each).
-        if len(script.scenes) < p.scene_count:
+        script = fit_scene_count(script, p.scene_count)
+    return StepResult(script.model_dump(mode="json"))
+
+
+def fit_scene_count(script: scripting.Script, count: int) -> scripting.Script:
+    """``script`` with exactly ``count`` scenes: extra middle scenes dropped (the last,
+    the outro, kept), or the longest scenes split in two at a sentence (else a word)
+    boundary until there are enough."""
+    scenes = list(script.scenes)
+    if len(scenes) > count:
+        scenes = [*scenes[: count - 1], scenes[-1]] if count > 1 else scenes[:1]
+    while len(scenes) < count:
+        index = max(range(len(scenes)), key=lambda i: len(scenes[i].text.split()))
+        scene = scenes[index]
+        words = scene.text.split()
+        if len(words) < 2:
             raise StepFailed(
                 "script_too_short",
-                f"the script has {len(script.scenes)} scenes, the plan needs {p.scene_count}",
+                f"the script has too little text for {count} scenes",
                 transient=True,
             )
-        keep = [*script.scenes[: p.scene_count - 1], script.scenes[-1]]
-        script = script.model_copy(update={"scenes": keep})
-    return StepResult(script.model_dump(mode="json"))
+        cut = _split_point(scene.text)
+        first = scene.model_copy(update={"text": scene.text[:cut].strip()})
+        second = scene.model_copy(update={"text": scene.text[cut:].strip()})
+        scenes[index : index + 1] = [first, second]
+    return script.model_copy(update={"scenes": scenes})
+
+
+def _split_point(text: str) -> int:
+    """Where to cut ``text`` in two: the sentence end nearest the middle, else the
+    space nearest it."""
+    middle = len(text) / 2
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s)", text)]
+    if ends:
+        return min(ends, key=lambda e: abs(e - middle))
+    spaces = [m.start() for m in re.finditer(r"\s", text)]
+    return min(spaces, key=lambda e: abs(e - middle))
 
 
 # --- visuals ------------------------------------------------------------------------
@@ -256,7 +285,7 @@ async def run_speech(ctx: StepContext, p: k.SpeechParams) -> StepResult:
             engine=p.engine,
             voice=p.voice or default_voice,
             out_path=out,
-            http=ctx.http,
+            http=ctx.operator_http,
             api_key=secret.get_secret_value(),
         )
     else:

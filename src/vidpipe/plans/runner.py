@@ -63,9 +63,17 @@ def checkpoint_dir(home: Path, step: Step) -> Path:
 
 
 class LocalStepRunner:
-    def __init__(self, executor: StepExecutor, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        executor: StepExecutor,
+        http: httpx.AsyncClient,
+        operator_http: httpx.AsyncClient | None = None,
+    ) -> None:
         self.ex = executor
+        # User URLs (media, music) go through the guarded client; endpoints the
+        # operator configured (LLM, speech APIs) through the other.
         self.http = http
+        self.operator_http = operator_http or http
 
     async def run(self, step: Step) -> None:
         ex = self.ex
@@ -91,6 +99,7 @@ class LocalStepRunner:
                 checkpoint_dir=checkpoints,
                 settings=ex.settings,
                 http=self.http,
+                operator_http=self.operator_http,
                 guard=ex.guard,
                 ffmpeg=find_ffmpeg(ex.settings.ffmpeg),
                 progress=progress.set,
