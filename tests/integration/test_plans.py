@@ -389,3 +389,26 @@ async def test_an_llm_that_keeps_refusing_fails_the_short_clearly(harness: Harne
     assert row.error_code == "llm_refused"
     got = (await harness.client.get(f"/v1/videos/{vid}", headers=harness.headers())).json()
     assert got["error"]["code"] == "llm_refused"
+
+
+async def test_work_directories_of_finished_jobs_are_swept(harness: Harness) -> None:
+    import os
+
+    from vidpipe.plans.workdirs import sweep_work_dirs
+
+    done = str((await harness.create(model="instant/test"))["id"])
+    assert await harness.run_until(done) == "completed"
+    failed = str((await harness.create(model="instant/test"))["id"])
+    async with harness.runtime.db.write() as conn:
+        await conn.execute(jobs.update().where(jobs.c.id == failed).values(status="failed"))
+    work = harness.runtime.settings.home / "work"
+    for name in (done, failed, "video_unknown", "video_recent"):
+        (work / name / "compose" / "segments").mkdir(parents=True)
+    for name in (done, failed, "video_unknown"):
+        os.utime(work / name, (1, 1))  # old
+    removed = await sweep_work_dirs(harness.runtime.db, harness.runtime.settings.home)
+    assert removed == 2
+    left = sorted(p.name for p in work.iterdir())
+    # A failed job keeps its checkpoints for a retry; a recent directory may belong
+    # to a job being created.
+    assert left == sorted([failed, "video_recent"])

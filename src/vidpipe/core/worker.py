@@ -25,6 +25,7 @@ from vidpipe.ids import new_id
 from vidpipe.notify import outbox
 from vidpipe.obs import logging as obs_logging
 from vidpipe.obs import watchdog
+from vidpipe.plans.workdirs import sweep_work_dirs
 from vidpipe.store import steps as step_q
 from vidpipe.store.db import NOTIFY_CHANNEL, Database
 from vidpipe.store.records import Step
@@ -203,6 +204,9 @@ class Worker:
             )
             if any(dataclasses.astuple(result)):
                 log.info("housekeeping: %s", result)
+            removed = await sweep_work_dirs(self.db, self.executor.settings.home)
+            if removed:
+                log.info("housekeeping: removed %d work directories of finished jobs", removed)
         except Exception:
             log.exception("housekeeping failed")
         await watchdog.run_safely(self.db, self.clock, self.executor.settings)

@@ -1,0 +1,52 @@
+"""Removing the work directories of plan steps once nobody can need them.
+
+A compose step keeps its scene checkpoints under ``<home>/work/<job>/<step>`` while the
+job may still run (a replacement worker reuses them) and while it is failed (a retry
+reuses them). Once the job is completed, canceled, expired or deleted, they are
+garbage; so is a directory whose job does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from pathlib import Path
+
+from sqlalchemy import select
+
+from vidpipe.core.states import JobStatus
+from vidpipe.store.db import Database
+from vidpipe.store.schema import jobs
+
+# A directory this recent may belong to a job being created right now: leave it.
+MIN_AGE_S = 3600.0
+_DONE = (JobStatus.COMPLETED.value, JobStatus.CANCELED.value, JobStatus.EXPIRED.value)
+
+
+async def sweep_work_dirs(db: Database, home: Path, *, min_age_s: float = MIN_AGE_S) -> int:
+    """Remove the work directories of finished jobs; returns how many were removed."""
+    root = home / "work"
+    candidates = await asyncio.to_thread(_old_dirs, root, time.time() - min_age_s)
+    if not candidates:
+        return 0
+    async with db.read() as conn:
+        rows = await conn.execute(
+            select(jobs.c.id, jobs.c.status, jobs.c.deleted_at).where(
+                jobs.c.id.in_([path.name for path in candidates])
+            )
+        )
+        known = {row.id: (row.status, row.deleted_at) for row in rows}
+    removed = 0
+    for path in candidates:
+        status, deleted_at = known.get(path.name, (None, None))
+        if status is None or status in _DONE or deleted_at is not None:
+            await asyncio.to_thread(shutil.rmtree, path, True)
+            removed += 1
+    return removed
+
+
+def _old_dirs(root: Path, before: float) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return [p for p in root.iterdir() if p.is_dir() and p.stat().st_mtime < before]
