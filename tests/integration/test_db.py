@@ -1,4 +1,4 @@
-"""The database handle: SQLite's in-process write queue, and its pool."""
+"""The database handle: SQLite's in-process write queue, its pool, and the read cache."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
 
+from vidpipe.money.catalog import Price, PriceBook
+from vidpipe.money.prices import price_for, set_override
 from vidpipe.store import db as db_module
+from vidpipe.store import tenants as tenant_q
 from vidpipe.store.db import Database
 
 pytestmark = pytest.mark.timeout(60)
@@ -94,5 +97,57 @@ async def test_the_sqlite_pool_is_sized_like_postgresql(sqlite_url: str) -> None
     db = Database(sqlite_url, pool_size=24)
     try:
         assert db.engine.pool.size() == 24  # type: ignore[attr-defined]
+    finally:
+        await db.dispose()
+
+
+async def test_a_write_by_another_process_is_seen_within_the_cache_ttl(db_url: str) -> None:
+    """Two Database objects on one database stand for two processes."""
+    here = Database(db_url, cache_ttl_s=0.3)
+    there = Database(db_url, cache_ttl_s=0.3)
+    book = PriceBook()
+    dear = Price(unit="second", usd=0.25)
+    try:
+        async with here.read() as conn:
+            assert (await price_for(conn, book, "instant/test")) == book.price("instant/test")
+        async with there.write() as conn:
+            await set_override(conn, "instant/test", dear.model_dump(mode="json"), 1.0)
+        async with there.read() as conn:  # the writer's process: at once
+            assert await price_for(conn, book, "instant/test") == dear
+        async with here.read() as conn:  # elsewhere: not yet
+            assert (await price_for(conn, book, "instant/test")) == book.price("instant/test")
+        await asyncio.sleep(0.35)
+        async with here.read() as conn:  # elsewhere: after the TTL
+            assert await price_for(conn, book, "instant/test") == dear
+    finally:
+        await here.dispose()
+        await there.dispose()
+
+
+async def test_what_a_rolled_back_transaction_read_of_its_own_writes_is_not_kept(
+    db_url: str,
+) -> None:
+    db = Database(db_url)
+    try:
+        async with db.write() as conn:
+            tenant = await tenant_q.create_tenant(conn, "acme", 1.0)
+        async with db.read() as conn:
+            assert (await tenant_q.tenant_settings(conn, tenant.id)).limits is None
+
+        async def change_then_fail() -> None:
+            async with db.write() as conn:
+                await tenant_q.update_tenant(conn, tenant.id, {"limits": {"max_seconds": 2}})
+                seen = await tenant_q.tenant_settings(conn, tenant.id)
+                assert seen.limits == {"max_seconds": 2}
+                raise RuntimeError("rolled back")
+
+        with pytest.raises(RuntimeError):
+            await change_then_fail()
+        async with db.read() as conn:
+            assert (await tenant_q.tenant_settings(conn, tenant.id)).limits is None
+        async with db.write() as conn:
+            await tenant_q.update_tenant(conn, tenant.id, {"require_review": 1})
+        async with db.read() as conn:
+            assert (await tenant_q.tenant_settings(conn, tenant.id)).require_review is True
     finally:
         await db.dispose()

@@ -10,7 +10,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import update
 
 from vidpipe.api.auth import Principal, principal, require_admin
 from vidpipe.core.runtime import Runtime
@@ -18,10 +17,9 @@ from vidpipe.errors import InvalidRequest, NotFound
 from vidpipe.money import ledger, reports
 from vidpipe.money.admission import Limits
 from vidpipe.money.catalog import Price
-from vidpipe.money.prices import all_prices
+from vidpipe.money.prices import all_prices, set_override
 from vidpipe.money.units import to_micros, to_usd
 from vidpipe.store import tenants as tenant_q
-from vidpipe.store.schema import price_overrides, tenants
 
 router = APIRouter(tags=["money"])
 Caller = Annotated[Principal, Depends(principal)]
@@ -150,7 +148,7 @@ async def update_tenant(
         values["limits"] = {k: v for k, v in body.limits.items() if v is not None}
     if values:
         async with runtime.db.write() as conn:
-            await conn.execute(update(tenants).where(tenants.c.id == tenant_id).values(**values))
+            await tenant_q.update_tenant(conn, tenant_id, values)
     async with runtime.db.read() as conn:
         record = await tenant_q.get_tenant(conn, tenant_id)
     assert record is not None
@@ -181,12 +179,7 @@ async def set_price(model: str, price: Price, request: Request, _admin: Admin) -
     runtime.registry.resolve(model)  # only models that exist
     now = runtime.clock.now()
     async with runtime.db.write() as conn:
-        await conn.execute(price_overrides.delete().where(price_overrides.c.model == model))
-        await conn.execute(
-            price_overrides.insert().values(
-                model=model, price=price.model_dump(mode="json"), updated_at=now
-            )
-        )
+        await set_override(conn, model, price.model_dump(mode="json"), now)
     return {"model": model, **price.model_dump()}
 
 

@@ -196,8 +196,7 @@ class VideoService:
             job, step = self._plan(tenant_id, req, now, request.model)
             review = req.review
             if review is None:
-                tenant = await tenant_q.get_tenant(conn, tenant_id)
-                review = bool(tenant and tenant.require_review)
+                review = (await tenant_q.tenant_settings(conn, tenant_id)).require_review
             job = dataclasses.replace(
                 job,
                 estimated_micros=quote.estimate.expected_micros,

@@ -18,8 +18,9 @@ from vidpipe.errors import VidpipeError
 from vidpipe.money import ledger
 from vidpipe.money.periods import period_start
 from vidpipe.money.units import to_micros, to_usd
+from vidpipe.store import tenants as tenant_q
 from vidpipe.store.db import Database
-from vidpipe.store.schema import jobs, tenants
+from vidpipe.store.schema import jobs
 
 
 class UsageLimitReached(VidpipeError):
@@ -49,8 +50,8 @@ class Limits:
 
 
 async def tenant_limits(conn: AsyncConnection, tenant_id: str) -> Limits:
-    data = await conn.scalar(select(tenants.c.limits).where(tenants.c.id == tenant_id))
-    return Limits.from_json(data)
+    """The tenant's limits (cached for a few seconds: see store/cache.py)."""
+    return Limits.from_json((await tenant_q.tenant_settings(conn, tenant_id)).limits)
 
 
 def check_request(limits: Limits, *, seconds: int, width: int, height: int) -> None:

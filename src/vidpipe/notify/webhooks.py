@@ -3,6 +3,10 @@
 A delivery is an outbox row written in the transaction of the state change it
 announces; it is signed when it is sent (a fresh timestamp), with the endpoint's
 secret, or the tenant's secret for a request's own ``webhook_url``.
+
+The fan-out reads a tenant's endpoints through a short cache (store/cache.py): an
+endpoint added, deleted or disabled through this module in this process counts at
+once; one changed by another process counts within a few seconds.
 """
 
 from __future__ import annotations
@@ -11,12 +15,13 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidpipe.ids import new_id
 from vidpipe.notify import outbox
 from vidpipe.notify.signing import new_secret
+from vidpipe.store import cache
 from vidpipe.store.schema import tenants, webhook_endpoints
 
 EVENT_TYPES = (
@@ -28,6 +33,15 @@ EVENT_TYPES = (
     "video.expired",
 )
 ROTATION_OVERLAP_S = 24 * 3600.0
+_ENDPOINTS = "webhook_endpoints"
+_TENANT_SECRET = "tenant_webhook_secret"
+_ACTIVE_ENDPOINTS = select(
+    webhook_endpoints.c.id, webhook_endpoints.c.url, webhook_endpoints.c.events
+).where(
+    webhook_endpoints.c.tenant_id == bindparam("tenant_id"),
+    webhook_endpoints.c.disabled_at.is_(None),
+)
+_SECRET = select(tenants.c.webhook_secret).where(tenants.c.id == bindparam("tenant_id"))
 
 
 async def create_endpoint(
@@ -48,6 +62,7 @@ async def create_endpoint(
         "created_at": now,
     }
     await conn.execute(insert(webhook_endpoints).values(**endpoint))
+    cache.invalidate(conn, _ENDPOINTS)
     return endpoint
 
 
@@ -84,6 +99,7 @@ async def delete_endpoint(conn: AsyncConnection, tenant_id: str, endpoint_id: st
             webhook_endpoints.c.id == endpoint_id, webhook_endpoints.c.tenant_id == tenant_id
         )
     )
+    cache.invalidate(conn, _ENDPOINTS)
     return result.rowcount == 1
 
 
@@ -115,20 +131,28 @@ async def set_disabled(
         .where(webhook_endpoints.c.id == endpoint_id)
         .values(disabled_at=now if reason else None, disabled_reason=reason)
     )
+    cache.invalidate(conn, _ENDPOINTS)
 
 
 async def tenant_secret(conn: AsyncConnection, tenant_id: str) -> str:
-    """The secret that signs deliveries to requests' own webhook URLs (made on first use)."""
-    secret = await conn.scalar(select(tenants.c.webhook_secret).where(tenants.c.id == tenant_id))
+    """The secret that signs deliveries to requests' own webhook URLs (made on first use).
+
+    Once made it never changes, so it is cached."""
+
+    async def load() -> str | None:
+        value = await conn.scalar(_SECRET, {"tenant_id": tenant_id})
+        return str(value) if value else None
+
+    secret = await cache.cached(conn, _TENANT_SECRET, tenant_id, load)
     if secret:
-        return str(secret)
-    secret = new_secret()
+        return secret
     await conn.execute(
         update(tenants)
         .where(tenants.c.id == tenant_id, tenants.c.webhook_secret.is_(None))
-        .values(webhook_secret=secret)
+        .values(webhook_secret=new_secret())
     )
-    again = await conn.scalar(select(tenants.c.webhook_secret).where(tenants.c.id == tenant_id))
+    cache.invalidate(conn, _TENANT_SECRET)
+    again = await conn.scalar(_SECRET, {"tenant_id": tenant_id})
     return str(again)
 
 
@@ -154,6 +178,18 @@ async def signing_secrets(
     return found
 
 
+async def _active_endpoints(
+    conn: AsyncConnection, tenant_id: str
+) -> list[tuple[str, str, list[str] | None]]:
+    """(id, url, events) of the tenant's enabled endpoints, cached for a few seconds."""
+
+    async def load() -> list[tuple[str, str, list[str] | None]]:
+        rows = await conn.execute(_ACTIVE_ENDPOINTS, {"tenant_id": tenant_id})
+        return [(str(r[0]), str(r[1]), r[2]) for r in rows]
+
+    return await cache.cached(conn, _ENDPOINTS, tenant_id, load)
+
+
 async def fan_out(
     conn: AsyncConnection,
     *,
@@ -176,14 +212,9 @@ async def fan_out(
         # transaction, not later by the sender inside a read).
         await tenant_secret(conn, tenant_id)
         targets.append((request_url, None))
-    rows = await conn.execute(
-        select(webhook_endpoints.c.id, webhook_endpoints.c.url, webhook_endpoints.c.events).where(
-            webhook_endpoints.c.tenant_id == tenant_id, webhook_endpoints.c.disabled_at.is_(None)
-        )
-    )
-    for endpoint_id, url, events in rows:
+    for endpoint, url, events in await _active_endpoints(conn, tenant_id):
         if not events or event_type in events:
-            targets.append((url, endpoint_id))
+            targets.append((url, endpoint))
     for url, endpoint_id in targets:
         await outbox.enqueue(
             conn,

@@ -29,6 +29,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from vidpipe.config import normalize_database_url
+from vidpipe.store.cache import CACHE_TTL_S, ReadCache
 
 NOTIFY_CHANNEL = "vidpipe_steps"
 _IMMEDIATE = "vidpipe_sqlite_immediate"
@@ -40,7 +41,7 @@ SQLITE_BUSY_TIMEOUT_S = 10.0
 class Database:
     """Owns the engine; hands out read and write transactions."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, cache_ttl_s: float = CACHE_TTL_S) -> None:
         self.url = normalize_database_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         self.is_postgres = self.url.startswith("postgresql")
@@ -55,6 +56,9 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
+        # Rarely written rows read on every request (see store/cache.py).
+        self.cache = ReadCache(cache_ttl_s)
+        self.cache.attach(self.engine.sync_engine)
         self._write_lock: asyncio.Lock | None = None
         self._write_lock_loop: asyncio.AbstractEventLoop | None = None
 
@@ -63,8 +67,12 @@ class Database:
         """A transaction that will write. On SQLite it takes the write lock at BEGIN,
         after this process's other writers (see the module's docstring)."""
         if not self.is_sqlite:
-            async with self.engine.connect() as conn, conn.begin():
-                yield conn
+            async with self.engine.connect() as conn:
+                try:
+                    async with conn.begin():
+                        yield conn
+                finally:
+                    self.cache.settle(conn)
             return
         lock = self._sqlite_write_lock()
         if lock.locked():
@@ -82,8 +90,11 @@ class Database:
         try:
             async with self.engine.connect() as conn:
                 await conn.execution_options(**{_IMMEDIATE: True})
-                async with conn.begin():
-                    yield conn
+                try:
+                    async with conn.begin():
+                        yield conn
+                finally:
+                    self.cache.settle(conn)
         finally:
             lock.release()
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidpipe.errors import Conflict, NotFound
 from vidpipe.ids import new_id, new_secret
+from vidpipe.store import cache
 from vidpipe.store.records import ApiKey, Tenant
 from vidpipe.store.schema import api_keys, tenants
 
@@ -38,6 +41,41 @@ async def get_tenant_by_name(conn: AsyncConnection, name: str) -> Tenant | None:
 async def get_tenant(conn: AsyncConnection, tenant_id: str) -> Tenant | None:
     row = (await conn.execute(select(tenants).where(tenants.c.id == tenant_id))).mappings().first()
     return Tenant.from_row(row) if row else None
+
+
+@dataclass(frozen=True)
+class TenantSettings:
+    """What creating a video needs to know about its tenant."""
+
+    limits: dict[str, Any] | None = None
+    require_review: bool = False
+
+
+_SETTINGS = select(tenants.c.limits, tenants.c.require_review).where(
+    tenants.c.id == bindparam("tenant_id")
+)
+
+
+async def tenant_settings(conn: AsyncConnection, tenant_id: str) -> TenantSettings:
+    """Usage limits and review setting of a tenant (defaults if there is no such tenant).
+
+    Cached: a change made by another process applies within a few seconds
+    (store/cache.py); ``update_tenant`` in this process applies at once.
+    """
+
+    async def load() -> TenantSettings:
+        row = (await conn.execute(_SETTINGS, {"tenant_id": tenant_id})).first()
+        if row is None:
+            return TenantSettings()
+        return TenantSettings(row[0], bool(row[1]))
+
+    return await cache.cached(conn, "tenant_settings", tenant_id, load)
+
+
+async def update_tenant(conn: AsyncConnection, tenant_id: str, values: dict[str, Any]) -> None:
+    """Set columns of a tenant (billing mode, retention, limits, review)."""
+    await conn.execute(update(tenants).where(tenants.c.id == tenant_id).values(**values))
+    cache.invalidate(conn, "tenant_settings")
 
 
 async def ensure_tenant(conn: AsyncConnection, name: str, now: float) -> Tenant:
