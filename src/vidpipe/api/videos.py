@@ -73,11 +73,11 @@ async def create_video(
     headers = {"openai-poll-after-ms": POLL_AFTER_MS, "Location": f"/v1/videos/{created.job.id}"}
     if created.replayed:
         headers["Idempotent-Replayed"] = "true"
-    money = await runtime.videos.costs([created.job.id])
+    money = created.money
+    if money is None:
+        money = (await runtime.videos.costs([created.job.id])).get(created.job.id, (0, 0))
     return JSONResponse(
-        VideoObject.from_job(created.job, money.get(created.job.id, (0, 0))).model_dump(
-            mode="json"
-        ),
+        VideoObject.from_job(created.job, money).model_dump(mode="json"),
         status_code=202,
         headers=headers,
     )

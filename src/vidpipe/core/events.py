@@ -11,6 +11,7 @@ from vidpipe.core.views import video_object
 from vidpipe.money import reports
 from vidpipe.notify import webhooks
 from vidpipe.store import jobs as job_q
+from vidpipe.store.records import Job
 
 PUBLIC = frozenset(webhooks.EVENT_TYPES)
 
@@ -23,14 +24,23 @@ async def record(
     type: str,
     data: dict[str, Any],
     now: float,
+    job: Job | None = None,
+    money: tuple[int, int] | None = None,
 ) -> None:
+    """Write the event; for a public one, queue its webhook deliveries.
+
+    A caller that has the job as it now stands in this transaction passes it (and its
+    (reserved, actual) ``money``), which saves reading them back.
+    """
     await job_q.add_event(conn, job_id=job_id, tenant_id=tenant_id, type=type, data=data, now=now)
     if type not in PUBLIC:
         return
-    job = await job_q.get_job(conn, job_id)
     if job is None:
-        return
-    money = (await reports.job_costs(conn, [job_id])).get(job_id, (0, 0))
+        job = await job_q.get_job(conn, job_id)
+        if job is None:
+            return
+    if money is None:
+        money = (await reports.job_costs(conn, [job_id])).get(job_id, (0, 0))
     await webhooks.fan_out(
         conn,
         tenant_id=tenant_id,

@@ -60,6 +60,8 @@ class Quote:
 class Created:
     job: Job
     replayed: bool  # an earlier request with the same Idempotency-Key made it
+    # (reserved, actual) micro-dollars as of the creating transaction; None: not read.
+    money: tuple[int, int] | None = None
 
 
 class VideoService:
@@ -191,7 +193,8 @@ class VideoService:
                     job = await job_q.get_job(conn, job_id, tenant_id)
                     if job is None:
                         raise NotFound("the job of this Idempotency-Key was deleted")
-                    return Created(job, replayed=True)
+                    costs = await reports.job_costs(conn, [job_id])
+                    return Created(job, replayed=True, money=costs.get(job_id, (0, 0)))
             quote = await self._quote(conn, tenant_id, req)
             job, step = self._plan(tenant_id, req, now, request.model)
             review = req.review
@@ -217,6 +220,12 @@ class VideoService:
                 now=now,
             )
             await alerts.budget_crossings(conn, self.settings.alert_channels, crossings, now)
+            # What admission did to the row (a new job has no attempts: its reserved
+            # money is the admission hold), so nothing needs reading back.
+            hold = quote.estimate.per_attempt_micros
+            if hold > 0:
+                job = dataclasses.replace(job, held_micros=hold, held_at=now)
+            money = (job.held_micros, 0)
             await events.record(
                 conn,
                 job_id=job.id,
@@ -224,6 +233,8 @@ class VideoService:
                 type="video.queued",
                 data={"status": job.status, "model": job.model},
                 now=now,
+                job=job,
+                money=money,
             )
             if idempotency_key is not None:
                 await job_q.save_idempotency_key(
@@ -237,7 +248,7 @@ class VideoService:
                 )
             await self.db.notify(conn)
         self.wake()
-        return Created(job, replayed=False)
+        return Created(job, replayed=False, money=money)
 
     async def _quote(self, conn: AsyncConnection, tenant_id: str, req: CreateVideo) -> Quote:
         """Prices and limits for a resolved request; refuses what cannot be priced."""

@@ -81,7 +81,15 @@ async def admit(
 ) -> list[ledger.Crossing]:
     """Check the usage limits and reserve the first attempt's cost for the new job
     (already inserted in this transaction). Raises to refuse; the caller rolls back."""
-    await db.lock_for(conn, f"vidpipe.admission.{tenant_id}")
+    counts = (
+        limits.concurrent_jobs is not None
+        or limits.jobs_per_day is not None
+        or limits.jobs_per_month is not None
+    )
+    if counts or hold_micros > 0:
+        # A job that is neither counted nor charged (a free model, a tenant without
+        # usage limits) has nothing to serialize: it skips the lock's round trip.
+        await db.lock_for(conn, f"vidpipe.admission.{tenant_id}")
     if limits.concurrent_jobs is not None:
         running = await _count(
             conn,

@@ -30,6 +30,7 @@ SEND_LEASE_S = 60.0
 SEND_TIMEOUT_S = 30.0
 # About a day of retries (23.7 h), then the message is given up (kept, with its error).
 RETRY_DELAYS_S = (5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 28800)
+_INSERT = insert(outbox)  # built once: compiled once (see store/jobs.py)
 
 
 async def enqueue(
@@ -46,19 +47,20 @@ async def enqueue(
 ) -> str:
     msg_id = new_id("dlv")
     await conn.execute(
-        insert(outbox).values(
-            id=msg_id,
-            kind=kind,
-            target=target,
-            payload=payload,
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-            tenant_id=tenant_id,
-            endpoint_id=endpoint_id,
-            job_id=job_id,
-            event_type=event_type,
-        )
+        _INSERT,
+        {
+            "id": msg_id,
+            "kind": kind,
+            "target": target,
+            "payload": payload,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "tenant_id": tenant_id,
+            "endpoint_id": endpoint_id,
+            "job_id": job_id,
+            "event_type": event_type,
+        },
     )
     return msg_id
 

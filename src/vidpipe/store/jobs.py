@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidpipe.core.states import JOB_TRANSITIONS, JobStatus, sources_of
@@ -12,17 +12,26 @@ from vidpipe.errors import IllegalTransition
 from vidpipe.store.records import Event, Job
 from vidpipe.store.schema import assets, events, idempotency_keys, jobs
 
+# Statements on the hot paths are built once: executed with a parameter dict they are
+# compiled once too (SQLAlchemy's compiled cache), where building them per call costs
+# more CPU than the database spends running them.
+_INSERT_JOB = insert(jobs)
+_INSERT_EVENT = insert(events)
+_GET_JOB = select(jobs).where(jobs.c.id == bindparam("job_id"), jobs.c.deleted_at.is_(None))
+_GET_TENANT_JOB = _GET_JOB.where(jobs.c.tenant_id == bindparam("tenant_id"))
+
 
 async def insert_job(conn: AsyncConnection, job: Job) -> None:
-    await conn.execute(insert(jobs).values(**job.__dict__))
+    await conn.execute(_INSERT_JOB, job.__dict__)
 
 
 async def get_job(conn: AsyncConnection, job_id: str, tenant_id: str | None = None) -> Job | None:
     """A job that is not deleted; with ``tenant_id``, only if it belongs to that tenant."""
-    query = select(jobs).where(jobs.c.id == job_id, jobs.c.deleted_at.is_(None))
-    if tenant_id is not None:
-        query = query.where(jobs.c.tenant_id == tenant_id)
-    row = (await conn.execute(query)).mappings().first()
+    if tenant_id is None:
+        result = await conn.execute(_GET_JOB, {"job_id": job_id})
+    else:
+        result = await conn.execute(_GET_TENANT_JOB, {"job_id": job_id, "tenant_id": tenant_id})
+    row = result.mappings().first()
     return Job.from_row(row) if row else None
 
 
@@ -95,9 +104,8 @@ async def add_event(
     now: float,
 ) -> None:
     await conn.execute(
-        insert(events).values(
-            job_id=job_id, tenant_id=tenant_id, type=type, data=data, created_at=now
-        )
+        _INSERT_EVENT,
+        {"job_id": job_id, "tenant_id": tenant_id, "type": type, "data": data, "created_at": now},
     )
 
 
