@@ -412,3 +412,84 @@ async def test_work_directories_of_finished_jobs_are_swept(harness: Harness) -> 
     # A failed job keeps its checkpoints for a retry; a recent directory may belong
     # to a job being created.
     assert left == sorted([failed, "video_recent"])
+
+
+@pytest.mark.timeout(200)
+async def test_canceling_stops_a_running_compose(harness: Harness) -> None:
+    import asyncio
+
+    scenes = 4
+    body = {
+        "steps": [
+            *[
+                {
+                    "name": f"img_{i}",
+                    "kind": "image",
+                    "params": {"prompt": f"scene {i}", "size": "1080x1920"},
+                }
+                for i in range(scenes)
+            ],
+            {
+                "name": "compose",
+                "kind": "compose",
+                "params": {
+                    "scenes": [
+                        {"visual": {"$ref": f"img_{i}"}, "motion": "zoom_in", "duration_s": 10}
+                        for i in range(scenes)
+                    ],
+                    "size": "540x960",
+                },
+            },
+        ]
+    }
+    response = await _post(harness, body)
+    assert response.status_code == 202, response.text
+    vid = response.json()["id"]
+
+    async def compose_state() -> Any:
+        async with harness.runtime.db.read() as conn:
+            return (
+                await conn.execute(
+                    select(steps.c.state, steps.c.lease_owner).where(
+                        steps.c.job_id == vid, steps.c.name == "compose"
+                    )
+                )
+            ).one()
+
+    stop = asyncio.Event()
+    worker = harness.runtime.new_worker()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        async with asyncio.timeout(150):
+            while (await compose_state()).lease_owner is None:
+                assert not task.done(), task.result()
+                await asyncio.sleep(0.05)
+            canceled = await harness.client.post(
+                f"/v1/videos/{vid}/cancel", headers=harness.headers()
+            )
+            assert canceled.status_code == 200, canceled.text
+            # The worker notices at the compose's next progress report and lets go.
+            while (await compose_state()).lease_owner is not None:
+                assert not task.done(), task.result()
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await task
+        harness.runtime.workers.remove(worker)
+    assert (await compose_state()).state == "canceled"
+    segments = harness.runtime.settings.home / "work" / vid / "compose" / "segments"
+    finished = (
+        [p for p in segments.iterdir() if (p / "body.mp4").exists()] if segments.exists() else []
+    )
+    assert len(finished) < scenes
+    async with harness.runtime.db.read() as conn:
+        names = [
+            r[0] for r in await conn.execute(select(steps.c.name).where(steps.c.job_id == vid))
+        ]
+        final = await conn.scalar(
+            select(func.count())
+            .select_from(events)
+            .where(events.c.job_id == vid, events.c.type == "video.completed")
+        )
+    assert "compose" in names
+    assert final == 0

@@ -108,6 +108,10 @@ class LocalStepRunner:
             flusher.cancel()
             await self._finish(step, result, work)
             shutil.rmtree(checkpoints, ignore_errors=True)
+        except StepAborted as exc:
+            log.info("step %s: stopped, the step is %s", step.id, exc)
+            async with ex.db.write() as conn:
+                await step_q.release_lease(conn, step)
         except StepFailed as exc:
             if exc.transient:
                 await self._retry_or_fail(step, exc.code, exc.message, exc.retry_after_s)
@@ -192,10 +196,21 @@ class LocalStepRunner:
             )
 
     async def _flush_progress(self, step: Step, progress: _Progress) -> None:
-        """Write the step's progress (and the job's weighted share) now and then."""
+        """Write the step's progress (and the job's weighted share) now and then, and
+        stop the handler at its next progress report if the step is no longer this
+        worker's to run (the job was canceled, or another worker took the lease)."""
         written = -1
         while True:
             await asyncio.sleep(PROGRESS_EVERY_S)
+            async with self.ex.db.read() as conn:
+                current = await step_q.get_step(conn, step.id)
+            if (
+                current is None
+                or current.lease_token != step.lease_token
+                or current.state != StepState.READY.value
+            ):
+                progress.abort(current.state if current is not None else "gone")
+                return
             share = min(int(progress.value * 100), 99)
             if share <= written:
                 continue
@@ -206,6 +221,7 @@ class LocalStepRunner:
                 written = share
             except VidpipeError as exc:
                 log.info("step %s: progress not written (%s)", step.id, exc)
+                progress.abort(exc.code)
                 return
 
     async def _finish(self, step: Step, result: StepResult, work: Path) -> None:
@@ -389,14 +405,26 @@ class LocalStepRunner:
         await self.ex._fail_step(step, None, Failure(error_class, code, message))
 
 
+class StepAborted(Exception):
+    """The step stopped being this worker's while its handler ran."""
+
+
 class _Progress:
-    """The latest share done, set from the handler's thread, read by the flusher."""
+    """The latest share done, set from the handler's thread, read by the flusher; a
+    report after ``abort`` raises, which stops a compose between two pieces (the
+    pieces finished so far stay as checkpoints)."""
 
     def __init__(self) -> None:
         self.value = 0.0
+        self.aborted: str | None = None
 
     def set(self, share: float) -> None:
+        if self.aborted is not None:
+            raise StepAborted(self.aborted)
         self.value = max(self.value, min(max(share, 0.0), 1.0))
+
+    def abort(self, reason: str) -> None:
+        self.aborted = reason
 
 
 def _asset(
