@@ -269,6 +269,15 @@ BAD_SHORTS = [
     ({"topic": "octopuses", "visual_model": "nope/none"}, "unknown_model"),
     ({"topic": "octopuses", "llm": True}, "llm_not_configured"),
     ({"topic": "octopuses", "colour": "red"}, "unknown_parameter"),
+    # The user's own media is fetched through the URL guard: private addresses refused.
+    (
+        {"scenes": ["One.", "Two."], "scene_media": [{"url": "http://127.0.0.1/a.png"}]},
+        "unsafe_url",
+    ),
+    (
+        {"scenes": ["One."], "scene_media": [None, {"url": "https://example.com/a.png"}]},
+        "invalid_request",
+    ),
 ]
 
 

@@ -25,6 +25,13 @@ from vidpipe.shorts import templates as tpl
 PROCEDURAL = "procedural"
 
 
+class SceneMedia(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=8, max_length=4096)
+    kind: Literal["image", "video"] = "image"
+
+
 class CreateShort(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -45,6 +52,11 @@ class CreateShort(BaseModel):
         max_length=120,
         description='"procedural" (offline stills with motion) or a video model, e.g. '
         '"runway/gen4_turbo", for a generated clip per scene.',
+    )
+    scene_media: list[SceneMedia | None] | None = Field(
+        default=None,
+        max_length=30,
+        description="Your own image or clip per scene, by URL (null: the default visual).",
     )
     llm: bool | None = Field(
         default=None, description="Write the script with the configured LLM (default: if set)."
@@ -120,9 +132,19 @@ def build_short(body: CreateShort, settings: Settings, registry: ProviderRegistr
         clip_seconds = max(
             model.min_seconds, min(model.max_seconds, round(template.pacing.scene_s))
         )
+    media = list(body.scene_media or [])
+    if len(media) > count:
+        raise InvalidRequest(
+            f"scene_media has {len(media)} entries for {count} scenes",
+            code="invalid_request",
+            param="scene_media",
+        )
     for index in range(count):
         ref = f"script.scenes.{index}"
-        if clip_model is not None:
+        own = media[index] if index < len(media) else None
+        if own is not None:
+            visual = PlanStep(f"visual_{index}", "media", {"url": own.url, "kind": own.kind})
+        elif clip_model is not None:
             visual = PlanStep(
                 f"visual_{index}",
                 "clip",
@@ -170,7 +192,7 @@ def build_short(body: CreateShort, settings: Settings, registry: ProviderRegistr
             {
                 "visual": {"$ref": f"visual_{i}"},
                 "narration": {"$ref": f"speech_{i}"},
-                "motion": template.motion_for(i) if clip_model is None else "none",
+                "motion": "auto" if _is_clip(i, clip_model, media) else template.motion_for(i),
             }
             for i in range(count)
         ],
@@ -214,6 +236,15 @@ def build_short(body: CreateShort, settings: Settings, registry: ProviderRegistr
         max_cost_usd=body.max_cost_usd,
         original={**body.model_dump(mode="json"), "target_seconds": target},
     )
+
+
+def _is_clip(index: int, clip_model: str | None, media: list[SceneMedia | None]) -> bool:
+    """Whether scene ``index`` shows a clip (which plays as is) rather than a still
+    (which gets the template's motion)."""
+    own = media[index] if index < len(media) else None
+    if own is not None:
+        return own.kind == "video"
+    return clip_model is not None
 
 
 def _chat_messages(script: scripting.Script | None, index: int) -> list[Any]:
