@@ -308,6 +308,62 @@ def test_cancel_then_run_again_with_the_same_parameters(
     expect(page.locator("#status")).to_have_text("Canceled")
 
 
+def test_a_failed_plan_resumes_from_its_failed_step(
+    tab: Tab, server: Server, artifacts_dir: Path
+) -> None:
+    plan = {
+        "title": "boat with a bed",
+        "steps": [
+            {
+                "name": "shot",
+                "kind": "clip",
+                "params": {
+                    "prompt": "a boat",
+                    "model": "local/procedural",
+                    "seconds": 1,
+                    "size": "640x360",
+                },
+            },
+            {
+                "name": "bed",
+                "kind": "music",
+                "params": {"source": "library", "name": "bed.wav", "seconds": 2},
+            },
+            {
+                "name": "final",
+                "kind": "merge",
+                "params": {"clips": [{"$ref": "shot"}], "audio": {"$ref": "bed"}},
+            },
+        ],
+    }
+    response = server.api("POST", "/v1/jobs", json=plan)
+    assert response.status_code == 202, response.text
+    video_id = response.json()["id"]
+    page = tab.goto(f"/ui/videos/{video_id}")
+    expect(page.locator("#status")).to_have_text("Failed", timeout=30_000)
+    expect(page.locator("#error")).to_contain_text("music_not_found")
+    expect(page.locator("#steps tbody tr")).to_have_count(3)
+    resume = page.locator("#resume")
+    expect(resume).to_be_visible()
+    tab.shot(artifacts_dir, "plan-failed")
+
+    # The bed appears in the library; resuming runs the failed steps only.
+    from vidpipe.media.ffmpeg import find_ffmpeg
+    from vidpipe.plans.music import generate_music
+
+    library = server.home / "music"
+    library.mkdir(exist_ok=True)
+    generate_music(library / "bed.wav", seconds=2, mood="calm", seed=3, ffmpeg=find_ffmpeg())
+    resume.click()
+    expect(page.locator("#status")).to_have_text("Completed", timeout=45_000)
+    expect(resume).to_be_hidden()
+    expect(page.locator("#steps tbody tr[data-state='succeeded']")).to_have_count(3)
+    expect(page.locator("#events li[data-type='video.retried']")).to_have_count(1)
+    steps = server.api("GET", f"/v1/videos/{video_id}/steps").json()["data"]
+    assert {s["name"]: s["attempts"] for s in steps}["shot"] == 1
+    tab.shot(artifacts_dir, "plan-resumed")
+
+
 def test_costs_page_draws_spend_per_day_and_provider_and_follows_it_live(
     tab: Tab, server: Server, artifacts_dir: Path
 ) -> None:

@@ -104,6 +104,8 @@ def _start(tmp: Path, *, auth: bool) -> Server:
         home,
         VIDPIPE_LOCAL_MIN_LATENCY_S="2",
         VIDPIPE_IDLE_POLL_S="0.2",
+        # A music library that starts empty: a plan naming a bed fails until it appears.
+        VIDPIPE_MUSIC_DIR=str(home / "music"),
         VIDPIPE_VALIDATION_MODE="basic",
         VIDPIPE_PRICES=json.dumps(
             {"local/procedural": {"unit": "second", "usd": PRICE_PER_SECOND_USD}}

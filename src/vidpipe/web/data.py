@@ -105,8 +105,18 @@ def _event(event: Event) -> dict[str, Any]:
     }
 
 
+def _rerun_endpoint(job: Job) -> str:
+    """Where the request that made ``job`` goes to make it again."""
+    return {"short": "/v1/shorts", "plan": "/v1/jobs"}.get(job.kind, "/v1/videos")
+
+
 def _retry_request(job: Job) -> dict[str, Any]:
-    """The create request that made ``job``, to run it again ("retry" until the API has one)."""
+    """The create request that made ``job``, to make it again from scratch."""
+    if job.kind in ("short", "plan"):
+        body = dict(job.params)
+        if job.kind == "short":
+            body.pop("output", None)  # what the plan made of it, not part of the request
+        return body
     params = dict(job.params)
     requested = params.pop("requested_model", None)
     # Only what a create request may carry (params may hold more than the request).
@@ -142,6 +152,7 @@ async def video_detail(video_id: str, request: Request, caller: Caller) -> JSONR
         "events_truncated": len(events) > MAX_EVENTS,
         "media": await media.links(request, job),
         "retry_request": _retry_request(job),
+        "retry_endpoint": _rerun_endpoint(job),
     }
     return JSONResponse(body, headers=_NO_STORE)
 

@@ -48,6 +48,8 @@ function renderSummary(video) {
   error.dataset.status = video.status;
   error.replaceChildren(el("strong", {}, label[video.status] || "Error: "), reason);
   $("cancel").hidden = TERMINAL.has(video.status);
+  // A failed video can go on from its failed steps; what succeeded is reused.
+  $("resume").hidden = video.status !== "failed";
   document.title = `${statusText(video)} · ${video.prompt || videoId} · vidpipe`;
 }
 
@@ -273,11 +275,29 @@ $("cancel").addEventListener("click", async () => {
   }
 });
 
+$("resume").addEventListener("click", async () => {
+  $("action-error").hidden = true;
+  $("resume").disabled = true;
+  try {
+    const video = await api(base + "/retry", { method: "POST" });
+    renderSummary(video);
+    // The earlier event stream ended with the failure: follow the new run.
+    if (live && typeof live.close === "function") live.close();
+    live = null;
+    await reload("detail");
+    follow();
+  } catch (err) {
+    showError(err);
+  } finally {
+    $("resume").disabled = false;
+  }
+});
+
 $("retry").addEventListener("click", async () => {
   $("action-error").hidden = true;
   $("retry").disabled = true;
   try {
-    const video = await api("/v1/videos", {
+    const video = await api(detail.retry_endpoint || "/v1/videos", {
       method: "POST",
       headers: { "Idempotency-Key": newIdempotencyKey() },
       body: detail.retry_request,
