@@ -478,15 +478,7 @@ async def run_compose(ctx: StepContext, p: k.ComposeParams) -> StepResult:
         target_lufs=p.target_lufs,
     )
     out = ctx.work_dir / "video.mp4"
-    result = await asyncio.to_thread(
-        composer.compose,
-        spec,
-        out,
-        work_dir=ctx.checkpoint_dir,
-        ffmpeg=ctx.ffmpeg,
-        progress=ctx.progress,
-        max_parallel=ctx.settings.compose_parallel,
-    )
+    result = await _compose(ctx, spec, out)
     files = {"main": OutFile(out, "video/mp4")}
     if captions is not None:
         for role in ("srt", "vtt"):
@@ -537,7 +529,16 @@ async def run_merge(ctx: StepContext, p: k.MergeParams) -> StepResult:
         duck=False,
     )
     out = ctx.work_dir / "video.mp4"
-    result = await asyncio.to_thread(
+    result = await _compose(ctx, spec, out)
+    return StepResult(
+        {"kind": "video", "duration_s": result.duration_s, "width": size[0], "height": size[1]},
+        {"main": OutFile(out, "video/mp4")},
+    )
+
+
+async def _compose(ctx: StepContext, spec: ComposeSpec, out: Path) -> composer.ComposeResult:
+    """Compose in a thread, checkpointing into the step's work dir (kept across workers)."""
+    return await asyncio.to_thread(
         composer.compose,
         spec,
         out,
@@ -545,10 +546,6 @@ async def run_merge(ctx: StepContext, p: k.MergeParams) -> StepResult:
         ffmpeg=ctx.ffmpeg,
         progress=ctx.progress,
         max_parallel=ctx.settings.compose_parallel,
-    )
-    return StepResult(
-        {"kind": "video", "duration_s": result.duration_s, "width": size[0], "height": size[1]},
-        {"main": OutFile(out, "video/mp4")},
     )
 
 

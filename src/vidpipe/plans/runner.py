@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from vidpipe.blobs.base import job_key
 from vidpipe.core.delivery import QualityRejected
+from vidpipe.core.provenance import hash_file
 from vidpipe.core.retry import ErrorClass
 from vidpipe.core.states import JobStatus, StepState
 from vidpipe.errors import (
@@ -329,7 +330,7 @@ class LocalStepRunner:
             full=ex.settings.validation_mode == "full",
             expected_seconds=duration,
         )
-        sha256, size = await asyncio.to_thread(_sha256_and_size, main.path)
+        sha256, size = await asyncio.to_thread(hash_file, main.path)
         return await ex.delivery.store(
             tenant_id=step.tenant_id,
             job_id=step.job_id,
@@ -379,7 +380,7 @@ class LocalStepRunner:
 
     async def _put(self, step: Step, name: str, file: OutFile) -> dict[str, Any]:
         key = job_key(step.tenant_id, step.job_id, name)
-        sha256, size = await asyncio.to_thread(_sha256_and_size, file.path)
+        sha256, size = await asyncio.to_thread(hash_file, file.path)
         await self.ex.blobs.put_file(key, file.path, file.content_type)
         return {"key": key, "sha256": sha256, "bytes": size}
 
@@ -451,15 +452,3 @@ def _summary(output: dict[str, Any]) -> dict[str, Any]:
     """What the step.succeeded event says: small facts, not the whole output."""
     keep = ("sha256", "bytes", "duration_s", "kind")
     return {key: output[key] for key in keep if key in output}
-
-
-def _sha256_and_size(path: Path) -> tuple[str, int]:
-    import hashlib
-
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
