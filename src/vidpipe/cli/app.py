@@ -65,11 +65,12 @@ def serve(
     workers: Annotated[int, typer.Option(min=0, help="Embedded worker loops.")] = 1,
 ) -> None:
     """API + UI + embedded workers on SQLite and local files: the all-in-one default."""
+    from vidpipe.cli.serving import run
     from vidpipe.cli.serving import serve as _serve
 
     settings = _settings()
     try:
-        asyncio.run(
+        run(
             _serve(
                 settings,
                 host=host or settings.host,
@@ -88,11 +89,12 @@ def api(
     port: Annotated[int | None, typer.Option(help="Port (VIDPIPE_PORT).")] = None,
 ) -> None:
     """The API alone (scale-out shape); run `vidpipe migrate` and workers separately."""
+    from vidpipe.cli.serving import run
     from vidpipe.cli.serving import serve as _serve
 
     settings = _settings()
     try:
-        asyncio.run(
+        run(
             _serve(
                 settings,
                 host=host or settings.host,
@@ -115,14 +117,14 @@ def worker(
     ] = None,
 ) -> None:
     """A worker process: claims and advances steps until SIGTERM, then drains."""
-    from vidpipe.cli.serving import run_worker
+    from vidpipe.cli.serving import run, run_worker
     from vidpipe.obs.metrics import start_metrics_server
 
     settings = _settings()
     if metrics_port:
         start_metrics_server(settings.host, metrics_port)
     try:
-        asyncio.run(run_worker(settings, concurrency=concurrency))
+        run(run_worker(settings, concurrency=concurrency))
     except VidpipeError as exc:
         raise _fail(exc) from None
 
