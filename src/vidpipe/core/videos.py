@@ -43,6 +43,7 @@ from vidpipe.store import jobs as job_q
 from vidpipe.store import steps as step_q
 from vidpipe.store import tenants as tenant_q
 from vidpipe.store.db import Database
+from vidpipe.store.group_commit import GroupCommit
 from vidpipe.store.records import Asset, Job, Step
 from vidpipe.store.schema import assets
 from vidpipe.store.schema import jobs as jobs_table
@@ -88,6 +89,7 @@ class VideoService:
         self.settings = settings
         self.clock = clock
         self.wake = wake
+        self.writes = GroupCommit(db)
 
     def resolve(self, req: CreateVideo, rand: float | None = None) -> CreateVideo:
         """Fill defaults, route aliases, and check every model the request may use.
@@ -177,77 +179,97 @@ class VideoService:
         batch_id: str | None = None,
     ) -> Created:
         now = self.clock.now()
-        async with self.db.write() as conn:
-            not_before = now - self.settings.idempotency_ttl_s
-            if idempotency_key is not None:
-                found = await job_q.find_idempotency_key(
-                    conn, tenant_id, idempotency_key, not_before
-                )
-                if found is not None:
-                    known_hash, job_id = found
-                    if known_hash != body_hash:
-                        raise InvalidRequest(
-                            "this Idempotency-Key was used with a different request body",
-                            code="idempotency_key_reused",
-                        )
-                    job = await job_q.get_job(conn, job_id, tenant_id)
-                    if job is None:
-                        raise NotFound("the job of this Idempotency-Key was deleted")
-                    costs = await reports.job_costs(conn, [job_id])
-                    return Created(job, replayed=True, money=costs.get(job_id, (0, 0)))
-            quote = await self._quote(conn, tenant_id, req)
-            job, step = self._plan(tenant_id, req, now, request.model)
-            review = req.review
-            if review is None:
-                review = (await tenant_q.tenant_settings(conn, tenant_id)).require_review
-            job = dataclasses.replace(
-                job,
-                estimated_micros=quote.estimate.expected_micros,
-                max_cost_micros=quote.max_cost_micros,
-                review_state=completion.REVIEW_REQUIRED if review else None,
-                batch_id=batch_id,
+
+        async def unit(conn: AsyncConnection) -> Created:
+            return await self._create_in(
+                conn, tenant_id, request, req, body_hash, idempotency_key, batch_id, now
             )
-            await job_q.insert_job(conn, job)
-            await step_q.insert_step(conn, step)
-            crossings = await admission.admit(
-                self.db,
+
+        # Concurrent creates share a transaction on SQLite (store/group_commit.py).
+        created = await self.writes.run(unit)
+        if not created.replayed:
+            self.wake()
+        return created
+
+    async def _create_in(
+        self,
+        conn: AsyncConnection,
+        tenant_id: str,
+        request: CreateVideo,
+        req: CreateVideo,
+        body_hash: str,
+        idempotency_key: str | None,
+        batch_id: str | None,
+        now: float,
+    ) -> Created:
+        """The job, its plan, its admission, its first event and its key, in ``conn``."""
+        not_before = now - self.settings.idempotency_ttl_s
+        if idempotency_key is not None:
+            found = await job_q.find_idempotency_key(conn, tenant_id, idempotency_key, not_before)
+            if found is not None:
+                known_hash, job_id = found
+                if known_hash != body_hash:
+                    raise InvalidRequest(
+                        "this Idempotency-Key was used with a different request body",
+                        code="idempotency_key_reused",
+                    )
+                job = await job_q.get_job(conn, job_id, tenant_id)
+                if job is None:
+                    raise NotFound("the job of this Idempotency-Key was deleted")
+                costs = await reports.job_costs(conn, [job_id])
+                return Created(job, replayed=True, money=costs.get(job_id, (0, 0)))
+        quote = await self._quote(conn, tenant_id, req)
+        job, step = self._plan(tenant_id, req, now, request.model)
+        review = req.review
+        if review is None:
+            review = (await tenant_q.tenant_settings(conn, tenant_id)).require_review
+        job = dataclasses.replace(
+            job,
+            estimated_micros=quote.estimate.expected_micros,
+            max_cost_micros=quote.max_cost_micros,
+            review_state=completion.REVIEW_REQUIRED if review else None,
+            batch_id=batch_id,
+        )
+        await job_q.insert_job(conn, job)
+        await step_q.insert_step(conn, step)
+        crossings = await admission.admit(
+            self.db,
+            conn,
+            tenant_id=tenant_id,
+            job_id=job.id,
+            hold_micros=quote.estimate.per_attempt_micros,
+            max_cost_micros=quote.max_cost_micros,
+            limits=quote.limits,
+            now=now,
+        )
+        await alerts.budget_crossings(conn, self.settings.alert_channels, crossings, now)
+        # What admission did to the row (a new job has no attempts: its reserved
+        # money is the admission hold), so nothing needs reading back.
+        hold = quote.estimate.per_attempt_micros
+        if hold > 0:
+            job = dataclasses.replace(job, held_micros=hold, held_at=now)
+        money = (job.held_micros, 0)
+        await events.record(
+            conn,
+            job_id=job.id,
+            tenant_id=tenant_id,
+            type="video.queued",
+            data={"status": job.status, "model": job.model},
+            now=now,
+            job=job,
+            money=money,
+        )
+        if idempotency_key is not None:
+            await job_q.save_idempotency_key(
                 conn,
-                tenant_id=tenant_id,
-                job_id=job.id,
-                hold_micros=quote.estimate.per_attempt_micros,
-                max_cost_micros=quote.max_cost_micros,
-                limits=quote.limits,
-                now=now,
+                tenant_id,
+                idempotency_key,
+                body_hash,
+                job.id,
+                now,
+                expired_before=not_before,
             )
-            await alerts.budget_crossings(conn, self.settings.alert_channels, crossings, now)
-            # What admission did to the row (a new job has no attempts: its reserved
-            # money is the admission hold), so nothing needs reading back.
-            hold = quote.estimate.per_attempt_micros
-            if hold > 0:
-                job = dataclasses.replace(job, held_micros=hold, held_at=now)
-            money = (job.held_micros, 0)
-            await events.record(
-                conn,
-                job_id=job.id,
-                tenant_id=tenant_id,
-                type="video.queued",
-                data={"status": job.status, "model": job.model},
-                now=now,
-                job=job,
-                money=money,
-            )
-            if idempotency_key is not None:
-                await job_q.save_idempotency_key(
-                    conn,
-                    tenant_id,
-                    idempotency_key,
-                    body_hash,
-                    job.id,
-                    now,
-                    expired_before=not_before,
-                )
-            await self.db.notify(conn)
-        self.wake()
+        await self.db.notify(conn)
         return Created(job, replayed=False, money=money)
 
     async def _quote(self, conn: AsyncConnection, tenant_id: str, req: CreateVideo) -> Quote:
