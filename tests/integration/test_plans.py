@@ -352,6 +352,7 @@ async def test_a_short_scripted_by_an_llm(harness: Harness) -> None:
     state = FakeLLMState(retry_after_s=0.2)
     harness.runtime.settings.llm_base_url = "http://llm.test/v1"
     harness.runtime.settings.llm_api_key = SecretStr("llm-test-key")
+    await harness.runtime.operator_http.aclose()
     harness.runtime.operator_http = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_fake_llm(state))
     )
@@ -383,6 +384,7 @@ async def test_an_llm_that_keeps_refusing_fails_the_short_clearly(harness: Harne
 
     state = FakeLLMState(api_key=None)
     harness.runtime.settings.llm_base_url = "http://llm.test/v1"
+    await harness.runtime.operator_http.aclose()
     harness.runtime.operator_http = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_fake_llm(state))
     )

@@ -17,8 +17,11 @@ def test_every_state_has_a_row() -> None:
 
 
 @pytest.mark.parametrize("status", [s for s in JobStatus if s.terminal])
-def test_terminal_jobs_only_expire(status: JobStatus) -> None:
-    assert JOB_TRANSITIONS[status] <= {JobStatus.EXPIRED}
+def test_terminal_jobs_only_expire_or_a_failed_one_is_retried(status: JobStatus) -> None:
+    allowed = {JobStatus.EXPIRED}
+    if status is JobStatus.FAILED:
+        allowed.add(JobStatus.QUEUED)  # POST /v1/videos/{id}/retry
+    assert JOB_TRANSITIONS[status] <= allowed
 
 
 @pytest.mark.parametrize("state", [s for s in StepState if s.terminal])
@@ -35,7 +38,7 @@ def test_terminal_steps_never_move(state: StepState) -> None:
             JobStatus.EXPIRED,
             {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED},
         ),
-        (JobStatus.QUEUED, set()),  # nothing goes back to queued
+        (JobStatus.QUEUED, {JobStatus.FAILED}),  # only a retry goes back to queued
     ],
 )
 def test_sources_of_jobs(target: JobStatus, sources: set[JobStatus]) -> None:

@@ -106,7 +106,7 @@ class LocalStepRunner:
                 progress=progress.set,
             )
             result = await HANDLERS[step.kind](ctx, params)
-            flusher.cancel()
+            await progress.stop_flusher(flusher)
             await self._finish(step, result, work)
             shutil.rmtree(checkpoints, ignore_errors=True)
         except StepAborted as exc:
@@ -134,9 +134,7 @@ class LocalStepRunner:
             # ffmpeg killed or out of resources, or a bad input: a few tries, then fail.
             await self._retry_or_fail(step, exc.code, exc.message, None)
         finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            await progress.stop_flusher(flusher)
             shutil.rmtree(work, ignore_errors=True)
 
     # -- inputs ------------------------------------------------------------------
@@ -201,8 +199,13 @@ class LocalStepRunner:
         stop the handler at its next progress report if the step is no longer this
         worker's to run (the job was canceled, or another worker took the lease)."""
         written = -1
-        while True:
-            await asyncio.sleep(PROGRESS_EVERY_S)
+        while not progress.finished.is_set():
+            # Woken early when the handler is done: never cancelled mid-write, which
+            # would leave a half-opened database connection behind.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(progress.finished.wait(), PROGRESS_EVERY_S)
+            if progress.finished.is_set():
+                return
             async with self.ex.db.read() as conn:
                 current = await step_q.get_step(conn, step.id)
             if (
@@ -418,6 +421,14 @@ class _Progress:
     def __init__(self) -> None:
         self.value = 0.0
         self.aborted: str | None = None
+        self.finished = asyncio.Event()
+
+    async def stop_flusher(self, flusher: asyncio.Task[None]) -> None:
+        self.finished.set()
+        try:
+            await flusher
+        except Exception:  # progress is a convenience: never fail the step for it
+            log.exception("progress writer failed")
 
     def set(self, share: float) -> None:
         if self.aborted is not None:
