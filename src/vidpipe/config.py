@@ -170,6 +170,12 @@ class Settings(BaseSettings):
     compose_parallel: int = Field(
         default=2, ge=1, le=32, description="ffmpeg processes one compose step runs at once."
     )
+    compose_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = (
+        Field(
+            default="veryfast",
+            description="x264 preset of composed videos: faster presets trade file size for time.",
+        )
+    )
     music_dir: Path | None = Field(
         default=None, description="Folder of music beds that shorts may name (source=library)."
     )

@@ -49,6 +49,7 @@ def _progress() -> Progress:
         TimeElapsedColumn(),
         console=console,
         transient=False,
+        refresh_per_second=4,
     )
 
 
@@ -100,7 +101,8 @@ async def run_embedded(
             with _progress() as bar:
                 task = bar.add_task(job.id, total=100, status=job.status)
                 while not JobStatus(job.status).terminal and time.monotonic() < deadline:
-                    await asyncio.sleep(0.1)
+                    # Twice a second is enough for a bar, and leaves the CPU to the work.
+                    await asyncio.sleep(0.5)
                     if worker_task.done():
                         worker_task.result()  # surface the worker's crash
                     job = await runtime.videos.get(None, job.id)

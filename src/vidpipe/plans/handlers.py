@@ -476,6 +476,7 @@ async def run_compose(ctx: StepContext, p: k.ComposeParams) -> StepResult:
         music=_path(p.music, "music") if p.music else None,
         music_gain_db=p.music_gain_db,
         target_lufs=p.target_lufs,
+        preset=ctx.settings.compose_preset,
     )
     out = ctx.work_dir / "video.mp4"
     result = await _compose(ctx, spec, out)
@@ -527,6 +528,7 @@ async def run_merge(ctx: StepContext, p: k.MergeParams) -> StepResult:
         music=_path(p.audio, "audio") if p.audio else None,
         music_gain_db=0.0,
         duck=False,
+        preset=ctx.settings.compose_preset,
     )
     out = ctx.work_dir / "video.mp4"
     result = await _compose(ctx, spec, out)

@@ -51,21 +51,36 @@ def music_expression(mood: str, seconds: float, seed: int) -> str:
     return f"0.08*({'+'.join(terms)})"
 
 
+def cycle_s(mood: str) -> float:
+    """Length of one pass of the mood's progression."""
+    progression, chord_s = _MOODS[mood]
+    return len(progression) * chord_s
+
+
 def generate_music(
     out: Path, *, seconds: float, mood: str, seed: int, ffmpeg: Path, timeout_s: float = 120.0
 ) -> Path:
-    """Write a stereo 48 kHz WAV bed of ``seconds`` to ``out``."""
+    """Write a stereo 48 kHz WAV bed to ``out``: ``seconds`` long, or one pass of the
+    progression when that is shorter. One pass loops without a seam (every chord
+    swells from and back to silence), and the compose step loops its music, so
+    making more would only cost time."""
     if mood not in _MOODS:
         raise ValueError(f"unknown mood {mood!r}")
     # Commas inside the expression would end the filter in the filtergraph syntax.
     expression = music_expression(mood, seconds, seed).replace(",", "\\,")
-    fade = min(1.5, seconds / 4)
+    length = min(seconds, cycle_s(mood))
+    filters = "lowpass=f=2500"
+    if length < cycle_s(mood):
+        # Cut mid-progression: fade the ends so the cut does not click.
+        fade = min(1.5, length / 4)
+        filters = (
+            f"afade=t=in:d={fade:.3f},afade=t=out:st={length - fade:.3f}:d={fade:.3f},{filters}"
+        )
     run_ffmpeg(
         [
             "-f", "lavfi",
-            "-i", f"aevalsrc={expression}|{expression}:s={SAMPLE_RATE}:d={seconds:.3f}",
-            "-af", f"afade=t=in:d={fade:.3f},afade=t=out:st={seconds - fade:.3f}:d={fade:.3f},"
-            "lowpass=f=2500",
+            "-i", f"aevalsrc={expression}|{expression}:s={SAMPLE_RATE}:d={length:.3f}",
+            "-af", filters,
             "-c:a", "pcm_s16le",
             "-y", str(out),
         ],
