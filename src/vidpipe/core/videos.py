@@ -90,6 +90,8 @@ class VideoService:
         self.clock = clock
         self.wake = wake
         self.writes = GroupCommit(db)
+        self._policies: dict[str, RetryPolicy] = {}
+        self._policies_of: object = None
 
     def resolve(self, req: CreateVideo, rand: float | None = None) -> CreateVideo:
         """Fill defaults, route aliases, and check every model the request may use.
@@ -150,9 +152,13 @@ class VideoService:
     ) -> Created:
         # The key binds the request as sent, before aliases are routed (a retry of the
         # same request must match even if routing would pick another model now).
-        body_hash = hashlib.sha256(
-            json.dumps(request.model_dump(mode="json"), sort_keys=True).encode()
-        ).hexdigest()
+        body_hash = (
+            hashlib.sha256(
+                json.dumps(request.model_dump(mode="json"), sort_keys=True).encode()
+            ).hexdigest()
+            if idempotency_key is not None
+            else ""
+        )
         req = self.resolve(request)
         await self.moderator.check([req.prompt, *req.metadata.values()])
         if req.webhook_url is not None:
@@ -343,10 +349,16 @@ class VideoService:
         }
 
     def policy_for(self, provider: str) -> RetryPolicy:
-        return policy_for(
-            provider,
-            {name: p.model_dump() for name, p in self.settings.retry_policies.items()},
-        )
+        # One policy per provider, made again if the settings' policies are replaced.
+        if self._policies_of is not self.settings.retry_policies:
+            self._policies, self._policies_of = {}, self.settings.retry_policies
+        policy = self._policies.get(provider)
+        if policy is None:
+            policy = self._policies[provider] = policy_for(
+                provider,
+                {name: p.model_dump() for name, p in self.settings.retry_policies.items()},
+            )
+        return policy
 
     def _plan(
         self, tenant_id: str, req: CreateVideo, now: float, request_model: str | None
