@@ -504,3 +504,29 @@ async def test_canceling_stops_a_running_compose(harness: Harness) -> None:
         )
     assert "compose" in names
     assert final == 0
+
+
+async def test_a_chat_short_draws_the_thread_so_far_per_scene(harness: Harness) -> None:
+    response = await harness.client.post(
+        "/v1/shorts",
+        json={"topic": "pizza toppings", "template": "text_chat"},
+        headers=harness.headers(),
+    )
+    assert response.status_code == 202, response.text
+    vid = response.json()["id"]
+    async with harness.runtime.db.read() as conn:
+        rows = {
+            r.name: r
+            for r in await conn.execute(
+                select(steps.c.name, steps.c.kind, steps.c.params).where(steps.c.job_id == vid)
+            )
+        }
+    visuals = sorted(
+        (n for n in rows if n.startswith("visual_")), key=lambda n: int(n.split("_")[1])
+    )
+    assert visuals
+    assert {rows[n].kind for n in visuals} == {"chat_image"}
+    # Scene i shows messages 0..i.
+    assert [len(rows[n].params["messages"]) for n in visuals] == list(range(1, len(visuals) + 1))
+    # text_chat shows its words in the bubbles: no burned captions step.
+    assert "captions" not in rows

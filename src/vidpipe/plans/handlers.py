@@ -205,7 +205,7 @@ async def run_chat_image(ctx: StepContext, p: k.ChatImageParams) -> StepResult:
 
     await asyncio.to_thread(
         visuals.render_chat_image,
-        list(p.messages),
+        [(speaker or "", text) for speaker, text in p.messages],
         size=(width, height),
         palette=_palette(p.palette),
         out=out,

@@ -53,7 +53,8 @@ class ImageParams(_Params):
 
 
 class ChatImageParams(_Params):
-    messages: list[tuple[str, str]] = Field(min_length=1, max_length=12)
+    # (speaker, text); a missing speaker (None) is shown as the other side.
+    messages: list[tuple[str | None, str]] = Field(min_length=1, max_length=30)
     size: Size = "1080x1920"
     palette: list[str] | None = Field(default=None, max_length=8)
 

@@ -252,7 +252,7 @@ def _chat_messages(script: scripting.Script | None, index: int) -> list[Any]:
     if script is not None:
         return [list(pair) for pair in scripting.chat_messages(script, index)]
     return [
-        [{"$ref": f"script.scenes.{i}.role"}, {"$ref": f"script.scenes.{i}.text"}]
+        [{"$ref": f"script.scenes.{i}.speaker"}, {"$ref": f"script.scenes.{i}.text"}]
         for i in range(index + 1)
     ]
 
