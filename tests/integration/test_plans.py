@@ -530,3 +530,33 @@ async def test_a_chat_short_draws_the_thread_so_far_per_scene(harness: Harness) 
     assert [len(rows[n].params["messages"]) for n in visuals] == list(range(1, len(visuals) + 1))
     # text_chat shows its words in the bubbles: no burned captions step.
     assert "captions" not in rows
+
+
+async def test_a_still_held_without_motion_is_a_valid_composition(harness: Harness) -> None:
+    """A chat screenshot or a quote card may stand still on purpose: the full
+    validation reports the frozen frames without failing the video."""
+    harness.runtime.settings.validation_mode = "full"
+    body = {
+        "steps": [
+            {
+                "name": "card",
+                "kind": "image",
+                "params": {"prompt": "a quote card", "size": "540x960"},
+            },
+            {
+                "name": "compose",
+                "kind": "compose",
+                "params": {
+                    "scenes": [{"visual": {"$ref": "card"}, "motion": "none", "duration_s": 3}],
+                    "size": "540x960",
+                },
+            },
+        ]
+    }
+    response = await _post(harness, body)
+    assert response.status_code == 202, response.text
+    vid = response.json()["id"]
+    assert await harness.run_until(vid) == "completed"
+    asset = await harness.runtime.videos.video_asset(None, vid)
+    assert asset.validation is not None
+    assert asset.validation["ok"] is True

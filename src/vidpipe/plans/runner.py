@@ -329,7 +329,13 @@ class LocalStepRunner:
         checked = await ex.delivery.inspect(
             main.path,
             request,
-            ValidationPolicy.from_overrides(ex.settings.validation_policy),
+            # A composition may hold a still on purpose (a chat screenshot, a quote
+            # card without motion): frozen frames are reported, not failed, and such a
+            # file compresses far below the size that flags a provider's placeholder.
+            ValidationPolicy.from_overrides(
+                {"max_frozen_fraction": 1.0, "min_size_bytes": 1024},
+                base=ValidationPolicy.from_overrides(ex.settings.validation_policy),
+            ),
             full=ex.settings.validation_mode == "full",
             expected_seconds=duration,
         )
