@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from tests.integration.conftest import Harness
 from vidpipe.media.probe import probe
+from vidpipe.shorts.templates import list_templates
 from vidpipe.store.schema import attempts, events, jobs, steps
 
 pytestmark = pytest.mark.timeout(120)
@@ -560,3 +561,20 @@ async def test_a_still_held_without_motion_is_a_valid_composition(harness: Harne
     asset = await harness.runtime.videos.video_asset(None, vid)
     assert asset.validation is not None
     assert asset.validation["ok"] is True
+
+
+@pytest.mark.parametrize(
+    "template",
+    [t.name for t in list_templates()],
+)
+async def test_every_template_makes_a_valid_short_plan(harness: Harness, template: str) -> None:
+    for aspect in ("9:16", "16:9", "1:1"):
+        response = await harness.client.post(
+            "/v1/shorts",
+            json={"topic": "the history of tea", "template": template, "aspect_ratio": aspect},
+            headers=harness.headers(),
+        )
+        assert response.status_code == 202, response.text
+        names = [s["name"] for s in response.json()["steps"]]
+        assert names[0] == "script"
+        assert names[-1] == "compose"
