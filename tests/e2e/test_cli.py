@@ -70,7 +70,7 @@ def test_doctor_gives_a_verdict_per_part(tmp_path: Path) -> None:
     assert "FAIL database" in " ".join(before.stdout.split())
     run_vidpipe("migrate", env=env)
     after = run_vidpipe("doctor", env=env)
-    for part in ("ffmpeg", "database", "storage"):
+    for part in ("ffmpeg", "database", "storage", "shorts"):
         assert f"ok {part}" in " ".join(after.stdout.split())
 
 

@@ -89,11 +89,39 @@ def check_provenance(settings: Settings) -> Verdict | None:
     return Verdict("provenance", True, "; ".join(parts)) if parts else None
 
 
+def check_shorts(settings: Settings) -> Verdict:
+    """What the short composer needs here: a speech engine, a font, and which scripter."""
+    from vidpipe.errors import MediaError
+    from vidpipe.media import speech
+    from vidpipe.shorts.visuals import find_font
+
+    engines = speech.available_engines()
+    try:
+        font = str(find_font())
+    except MediaError as exc:
+        return Verdict("shorts", False, exc.message)
+    if not engines:
+        return Verdict(
+            "shorts",
+            False,
+            "no offline speech engine: install the tts extra (piper) or espeak-ng",
+        )
+    scripter = (
+        f"LLM at {settings.llm_base_url} ({settings.llm_model})"
+        if settings.llm_base_url
+        else "offline scripter"
+    )
+    return Verdict(
+        "shorts", True, f"speech: {', '.join(engines)}; font: {font}; scripts: {scripter}"
+    )
+
+
 def run_checks(settings: Settings) -> list[Verdict]:
     verdicts = [
         check_ffmpeg(settings),
         asyncio.run(check_database(settings)),
         check_storage(settings),
+        check_shorts(settings),
     ]
     provenance = check_provenance(settings)
     return verdicts if provenance is None else [*verdicts, provenance]
