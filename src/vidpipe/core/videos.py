@@ -65,6 +65,26 @@ class Created:
     money: tuple[int, int] | None = None
 
 
+async def replay(
+    conn: AsyncConnection, tenant_id: str, key: str, body_hash: str, not_before: float
+) -> Job | None:
+    """The job an earlier request with this Idempotency-Key made (None: the key is new).
+    The same key with another body is refused: it would silently return the wrong job."""
+    found = await job_q.find_idempotency_key(conn, tenant_id, key, not_before)
+    if found is None:
+        return None
+    known_hash, job_id = found
+    if known_hash != body_hash:
+        raise InvalidRequest(
+            "this Idempotency-Key was used with a different request body",
+            code="idempotency_key_reused",
+        )
+    job = await job_q.get_job(conn, job_id, tenant_id)
+    if job is None:
+        raise NotFound("the job of this Idempotency-Key was deleted")
+    return job
+
+
 class VideoService:
     def __init__(
         self,
@@ -211,19 +231,10 @@ class VideoService:
         """The job, its plan, its admission, its first event and its key, in ``conn``."""
         not_before = now - self.settings.idempotency_ttl_s
         if idempotency_key is not None:
-            found = await job_q.find_idempotency_key(conn, tenant_id, idempotency_key, not_before)
-            if found is not None:
-                known_hash, job_id = found
-                if known_hash != body_hash:
-                    raise InvalidRequest(
-                        "this Idempotency-Key was used with a different request body",
-                        code="idempotency_key_reused",
-                    )
-                job = await job_q.get_job(conn, job_id, tenant_id)
-                if job is None:
-                    raise NotFound("the job of this Idempotency-Key was deleted")
-                costs = await reports.job_costs(conn, [job_id])
-                return Created(job, replayed=True, money=costs.get(job_id, (0, 0)))
+            replayed = await replay(conn, tenant_id, idempotency_key, body_hash, not_before)
+            if replayed is not None:
+                costs = await reports.job_costs(conn, [replayed.id])
+                return Created(replayed, replayed=True, money=costs.get(replayed.id, (0, 0)))
         quote = await self._quote(conn, tenant_id, req)
         job, step = self._plan(tenant_id, req, now, request.model)
         review = req.review

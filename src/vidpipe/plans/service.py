@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from vidpipe.core import events
 from vidpipe.core.states import RETRYABLE_STEP_STATES, JobStatus, StepState
-from vidpipe.core.videos import Created, VideoService
+from vidpipe.core.videos import Created, VideoService, replay
 from vidpipe.errors import Conflict, InvalidRequest, NotFound
 from vidpipe.ids import new_id
 from vidpipe.money import admission
@@ -145,20 +145,9 @@ class PlanService:
         async with svc.db.write() as conn:
             not_before = now - svc.settings.idempotency_ttl_s
             if idempotency_key is not None:
-                found = await job_q.find_idempotency_key(
-                    conn, tenant_id, idempotency_key, not_before
-                )
-                if found is not None:
-                    known_hash, job_id = found
-                    if known_hash != body_hash:
-                        raise InvalidRequest(
-                            "this Idempotency-Key was used with a different request body",
-                            code="idempotency_key_reused",
-                        )
-                    job = await job_q.get_job(conn, job_id, tenant_id)
-                    if job is None:
-                        raise NotFound("the job of this Idempotency-Key was deleted")
-                    return Created(job, replayed=True)
+                replayed = await replay(conn, tenant_id, idempotency_key, body_hash, not_before)
+                if replayed is not None:
+                    return Created(replayed, replayed=True)
             limits = await admission.tenant_limits(conn, tenant_id)
             per_attempt = expected = 0
             for index, step in enumerate(request.steps):
