@@ -113,6 +113,7 @@ async def test_a_custom_plan_runs_its_dag_and_merges_the_clips(harness: Harness)
     assert response.status_code == 202, response.text
     video = response.json()
     assert video["status"] == "queued"
+    assert video["size"] == "640x360"  # the merge takes its clips' size
     by_name = {s["name"]: s for s in video["steps"]}
     # Independent clips are ready at once (they may run in parallel); the merge waits.
     assert by_name["one"]["state"] == by_name["two"]["state"] == "ready"

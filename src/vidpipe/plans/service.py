@@ -220,9 +220,7 @@ class PlanService:
         job_id = new_id("video")
         ids = {step.name: new_id("step") for step in request.steps}
         final = next(s for s in request.steps if s.name == output)
-        size = str(final.params.get("size") or "1080x1920")
-        if contains_ref(size):
-            size = "1080x1920"
+        size = _output_size(request.steps, final)
         rows: list[Step] = []
         for step in request.steps:
             spec = k.KINDS[step.kind]
@@ -373,6 +371,22 @@ class PlanService:
         svc.wake()
         assert refreshed is not None
         return refreshed
+
+
+def _output_size(plan: tuple[PlanStep, ...], final: PlanStep) -> str:
+    """The size the plan's video will have, as far as the plan says: the output step's
+    own, else (a merge) that of the first step it joins, else the 9:16 default."""
+    by_name = {step.name: step for step in plan}
+    seen: set[str] = set()
+    step: PlanStep | None = final
+    while step is not None and step.name not in seen:
+        seen.add(step.name)
+        size = step.params.get("size")
+        if isinstance(size, str):
+            return size
+        deps = step.depends_on()
+        step = by_name.get(deps[0]) if deps else None
+    return "1080x1920"
 
 
 def _replace(job: Job, **values: Any) -> Job:
