@@ -709,11 +709,8 @@ class StepExecutor:
         if all(s.id in done for s in plan):
             await completion.work_done(conn, step.job_id, step.tenant_id, now, self.settings)
             return
+        # Read in this transaction, after the step's own success: its output is here.
         outputs = {s.name: s.output for s in plan if s.output is not None}
-        if step.name not in outputs:
-            refreshed = await step_q.get_step(conn, step.id)
-            if refreshed is not None and refreshed.output is not None:
-                outputs[step.name] = refreshed.output
         for other in plan:
             if other.state == StepState.PENDING.value and all(
                 dep in done for dep in other.depends_on
