@@ -120,6 +120,23 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def process_tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and of its live descendants (``vidpipe api
+    --processes N`` forks its servers; a live child's CPU is not in its parent's)."""
+    total = process_cpu_s(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            try:
+                total += process_tree_cpu_s(int(child))
+            except (OSError, ValueError, IndexError):
+                continue  # it exited meanwhile
+    return total
+
+
 def wait_for_quiet(max_wait_s: float = 60.0, threshold_cores: float = 0.3) -> float:
     """Wait (bounded) until the machine is nearly idle; returns the busy cores last seen.
 

@@ -36,7 +36,7 @@ from benchlib import (
     free_port,
     machine,
     note,
-    process_cpu_s,
+    process_tree_cpu_s,
     raw_pg_dsn,
     run_checked,
     scratch_database,
@@ -201,7 +201,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             script.write_text(WRK_SCRIPT % {"body": json.dumps(BODY), "key": key})
             url = f"http://127.0.0.1:{port}/v1/videos"
 
-            api = Child.start(vidpipe_cmd("api"), env, home / "api.log")
+            api_cmd = vidpipe_cmd("api", "--processes", str(args.processes))
+            api = Child.start(api_cmd, env, home / "api.log")
             try:
                 wait_http_ok(f"http://127.0.0.1:{port}/healthz", api)
                 load = {
@@ -215,9 +216,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 warm = run_load(**load, duration=args.warmup)
                 busy_before = wait_for_quiet(max_wait_s=args.quiet_wait)
                 host = HostCpu()
-                cpu0 = process_cpu_s(api.pid)
+                cpu0 = process_tree_cpu_s(api.pid)
                 result = run_load(**load, duration=args.duration)
-                api_cpu = process_cpu_s(api.pid) - cpu0
+                api_cpu = process_tree_cpu_s(api.pid) - cpu0
                 host_busy = host.busy_cores()
                 if not api.alive():
                     raise RuntimeError(f"the API process died:\n{api.tail()}")
@@ -238,6 +239,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "db": args.db,
         "loadgen": result["loadgen"],
         "connections": args.connections,
+        "api_processes": args.processes,
         "loadgen_threads": result["threads"],
         "duration_s": round(seconds, 2),
         "requests": requests,
@@ -271,6 +273,9 @@ def main() -> None:
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (2 cores: 1)")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="vidpipe api --processes (servers on the port)"
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")

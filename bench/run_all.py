@@ -31,7 +31,9 @@ class Case:
 
 CASES = (
     Case("post_videos", "post_videos.py", "sqlite"),
+    Case("post_videos", "post_videos.py", "sqlite", ("--processes", "2")),
     Case("post_videos", "post_videos.py", "postgres"),
+    Case("post_videos", "post_videos.py", "postgres", ("--processes", "2")),
     Case("orchestration", "orchestration.py", "sqlite"),
     Case("orchestration", "orchestration.py", "postgres"),
     Case("pickup_latency", "pickup_latency.py", "postgres"),
@@ -74,7 +76,8 @@ def headline(result: dict[str, Any]) -> str:
         return (
             f"{result['requests_per_s']:.0f} req/s, p50 {result['p50_ms']:.1f} ms, "
             f"p99 {result['p99_ms']:.1f} ms, {result['errors']} errors "
-            f"({result['api_cpu_ms_per_request']:.2f} ms API CPU/req, {result['loadgen']})"
+            f"({result['api_cpu_ms_per_request']:.2f} ms API CPU/req, {result['loadgen']}, "
+            f"{result.get('api_processes', 1)} API process(es))"
         )
     if name == "orchestration":
         return (

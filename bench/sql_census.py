@@ -80,8 +80,21 @@ def statement_kind(sql: str) -> str:
 
 
 def instrument(runtime: Runtime, census: Census) -> None:
-    engine = runtime.db.engine.sync_engine
+    # SQLite files have two engines: reads on aiosqlite, writes inline (store/db.py).
+    db = runtime.db
+    for sync_engine in {db.engine.sync_engine, db.write_engine.sync_engine}:
+        _count_on(sync_engine, census)
+    # Thread hand-offs (aiosqlite's reads); the inline writer makes none.
+    original = cast(Callable[..., Awaitable[Any]], aiosqlite.core.Connection._execute)
 
+    async def counted(self: aiosqlite.core.Connection, fn: Any, *a: Any, **k: Any) -> Any:
+        census.dbapi_calls += 1
+        return await original(self, fn, *a, **k)
+
+    aiosqlite.core.Connection._execute = counted  # type: ignore[method-assign]
+
+
+def _count_on(engine: Any, census: Census) -> None:
     @event.listens_for(engine, "before_cursor_execute")
     def _statement(*args: Any) -> None:
         census.statements[statement_kind(str(args[2]))] += 1
@@ -93,14 +106,6 @@ def instrument(runtime: Runtime, census: Census) -> None:
     @event.listens_for(engine.pool, "connect")
     def _connect(*_args: Any) -> None:
         census.connections += 1
-
-    original = cast(Callable[..., Awaitable[Any]], aiosqlite.core.Connection._execute)
-
-    async def counted(self: aiosqlite.core.Connection, fn: Any, *a: Any, **k: Any) -> Any:
-        census.dbapi_calls += 1
-        return await original(self, fn, *a, **k)
-
-    aiosqlite.core.Connection._execute = counted  # type: ignore[method-assign]
 
 
 async def wait_terminal(count: Callable[[], Coroutine[Any, Any, int]], total: int) -> None:

@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Bind address of serve/api.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port of serve/api.")
+    api_processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Processes of `vidpipe api` sharing its port (one core each; "
+        "the per-tenant rate limit and /metrics are per process).",
+    )
     auth_disabled: bool = Field(
         default=False,
         description="Serve without API keys (all requests act as tenant 'default'). "

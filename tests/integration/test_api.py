@@ -305,6 +305,12 @@ BAD_INPUTS = [
         400,
         "invalid_idempotency_key",
     ),
+    (
+        {"json": {"prompt": "x"}, "headers": {"Idempotency-Key": "k" * 256}},
+        400,
+        "invalid_idempotency_key",
+    ),
+    ({"json": {"prompt": "x"}, "params": {"dry_run": "maybe"}}, 422, "invalid_dry_run"),
 ]
 
 

@@ -20,7 +20,6 @@ pytestmark = pytest.mark.timeout(60)
 def _statements(harness: Harness) -> collections.Counter[str]:
     seen: collections.Counter[str] = collections.Counter()
 
-    @event.listens_for(harness.runtime.db.engine.sync_engine, "before_cursor_execute")
     def _count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         words = statement.split()
         if words[0] == "BEGIN" or words[1].startswith("pg_"):
@@ -28,6 +27,9 @@ def _statements(harness: Harness) -> collections.Counter[str]:
         else:
             seen[words[0]] += 1
 
+    db = harness.runtime.db
+    for engine in {db.engine, db.write_engine}:  # SQLite files: two engines
+        event.listen(engine.sync_engine, "before_cursor_execute", _count)
     return seen
 
 

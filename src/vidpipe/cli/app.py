@@ -87,13 +87,23 @@ def serve(
 def api(
     host: Annotated[str | None, typer.Option(help="Bind address (VIDPIPE_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (VIDPIPE_PORT).")] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="Server processes on the port (VIDPIPE_API_PROCESSES)."),
+    ] = None,
 ) -> None:
     """The API alone (scale-out shape); run `vidpipe migrate` and workers separately."""
-    from vidpipe.cli.serving import run
+    from vidpipe.cli.serving import run, run_api_processes
     from vidpipe.cli.serving import serve as _serve
 
     settings = _settings()
+    count = processes or settings.api_processes
     try:
+        if count > 1:
+            code = run_api_processes(
+                settings, host=host or settings.host, port=port or settings.port, processes=count
+            )
+            raise typer.Exit(code)
         run(
             _serve(
                 settings,

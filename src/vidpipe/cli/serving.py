@@ -5,8 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import signal
+import socket
+import sys
+import time
 from collections.abc import Coroutine, Iterator
+from types import FrameType
 from typing import Any, TypeVar
 
 import uvicorn
@@ -39,8 +44,18 @@ def run(main: Coroutine[Any, Any, T]) -> T:
         return runner.run(main)
 
 
-async def serve(settings: Settings, *, host: str, port: int, workers: int, migrate: bool) -> None:
-    """The API on host:port, plus ``workers`` embedded worker loops in the same process."""
+async def serve(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    migrate: bool,
+    sockets: list[socket.socket] | None = None,
+    announce: bool = True,
+) -> None:
+    """The API on host:port (or on ``sockets`` already listening), plus ``workers``
+    embedded worker loops in the same process."""
     settings.check_serving(host)
     runtime = await Runtime.open(settings, run_migrations=migrate)
     open_tenant_id = None
@@ -74,16 +89,17 @@ async def serve(settings: Settings, *, host: str, port: int, workers: int, migra
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _shutdown)
     tasks = [asyncio.create_task(runtime.new_worker().run(stop)) for _ in range(workers)]
-    console.print(
-        f"vidpipe {'serving' if workers else 'API'} on http://{host}:{port} "
-        f"(database {runtime.db.engine.url.render_as_string(hide_password=True)}, "
-        f"storage {runtime.blobs.describe()}, {workers} embedded worker(s))"
-    )
+    if announce:
+        console.print(
+            f"vidpipe {'serving' if workers else 'API'} on http://{host}:{port} "
+            f"(database {runtime.db.engine.url.render_as_string(hide_password=True)}, "
+            f"storage {runtime.blobs.describe()}, {workers} embedded worker(s))"
+        )
     if workers:
         console.print(_how_to(host, port, settings.auth_disabled))
     freeze_startup_heap()
     try:
-        await server.serve()
+        await server.serve(sockets=sockets)
     finally:
         stop.set()
         for task in tasks:
@@ -112,6 +128,132 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+# A child that dies sooner than this after its start is restarted only after a pause,
+# so a process that cannot start does not fork in a tight loop.
+_QUICK_DEATH_S = 2.0
+
+
+def run_api_processes(settings: Settings, *, host: str, port: int, processes: int) -> int:
+    """``processes`` API processes answering on one listening socket; returns the exit code.
+
+    One Python process serves one core. Here the parent checks that host:port is free
+    and forks the servers, each listening on it with SO_REUSEPORT (the kernel hands
+    each new connection to one of them). The parent only supervises: SIGTERM or SIGINT
+    is passed on to every server, which stops accepting and finishes its requests; a
+    server that dies on its own is replaced. Every server keeps its own caches, rate
+    limiter and metrics.
+    """
+    settings.check_serving(host)
+    # Each server listens on its own SO_REUSEPORT socket, among which the kernel spreads
+    # the connections evenly. Servers accepting from one shared socket do not share the
+    # work: whichever is idle first takes the new connections, and in a measurement 31
+    # of 32 keep-alive connections went to one server while the other idled.
+    # Without SO_REUSEPORT (not Linux/BSD) they share one socket made here.
+    shared = None if hasattr(socket, "SO_REUSEPORT") else _listening_socket(host, port)
+    if shared is None:
+        _listening_socket(host, port, reuse_port=True).close()  # the port is ours to use
+    children: dict[int, float] = {}
+    stopping = False
+
+    def start_one() -> None:
+        pid = os.fork()
+        if pid == 0:  # the child: one API server
+            code = 1
+            try:
+                # Until the server installs its own handlers, a stop request ends the
+                # start-up cleanly (the supervisor may stop a server it just started).
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(sig, _exit_now)
+                _stop_with_parent()
+                listener = shared or _listening_socket(host, port, reuse_port=True)
+                run(
+                    serve(
+                        settings,
+                        host=host,
+                        port=port,
+                        workers=0,
+                        migrate=False,
+                        sockets=[listener],
+                        announce=False,
+                    )
+                )
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 0
+            except BaseException as exc:  # a forked child must never return to the CLI
+                console.print(f"[red]API process {os.getpid()} failed: {exc!r}[/red]")
+            finally:
+                os._exit(code)
+        children[pid] = time.monotonic()
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for _ in range(processes):
+        start_one()
+    console.print(
+        f"vidpipe API on http://{host}:{port}: {processes} processes "
+        f"({', '.join(str(pid) for pid in children)})"
+    )
+    worst = 0
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        started = children.pop(pid, None)
+        if started is None:
+            continue
+        code = os.waitstatus_to_exitcode(status)
+        if stopping:  # the exit code is how the servers stopped when asked to
+            worst = max(worst, code if code >= 0 else 128 - code)
+            continue
+        console.print(f"[yellow]API process {pid} exited ({code}); starting another[/yellow]")
+        if time.monotonic() - started < _QUICK_DEATH_S:
+            time.sleep(1.0)
+        if not stopping:
+            start_one()
+    if shared is not None:
+        shared.close()
+    return worst
+
+
+def _exit_now(_signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def _stop_with_parent() -> None:
+    """Linux: have the kernel send this process SIGTERM when its parent dies, so a
+    supervisor killed with SIGKILL leaves no server behind on the port."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent died before the call
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
 
 
 async def run_worker(settings: Settings, *, concurrency: int | None) -> None:

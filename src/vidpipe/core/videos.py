@@ -205,10 +205,13 @@ class VideoService:
         batch_id: str | None = None,
     ) -> Created:
         now = self.clock.now()
+        # Built before the write: on SQLite the whole unit runs under the one write
+        # lock that every API process queues on, so it should hold only database work.
+        planned = self._plan(tenant_id, req, now, request.model)
 
         async def unit(conn: AsyncConnection) -> Created:
             return await self._create_in(
-                conn, tenant_id, request, req, body_hash, idempotency_key, batch_id, now
+                conn, tenant_id, req, planned, body_hash, idempotency_key, batch_id, now
             )
 
         # Concurrent creates share a transaction on SQLite (store/group_commit.py).
@@ -221,8 +224,8 @@ class VideoService:
         self,
         conn: AsyncConnection,
         tenant_id: str,
-        request: CreateVideo,
         req: CreateVideo,
+        planned: tuple[Job, Step],
         body_hash: str,
         idempotency_key: str | None,
         batch_id: str | None,
@@ -236,7 +239,7 @@ class VideoService:
                 costs = await reports.job_costs(conn, [replayed.id])
                 return Created(replayed, replayed=True, money=costs.get(replayed.id, (0, 0)))
         quote = await self._quote(conn, tenant_id, req)
-        job, step = self._plan(tenant_id, req, now, request.model)
+        job, step = planned
         review = req.review
         if review is None:
             review = (await tenant_q.tenant_settings(conn, tenant_id)).require_review

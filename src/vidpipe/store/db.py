@@ -8,7 +8,17 @@ SQLite allows one writer at a time. Within a process, write transactions queue o
 ``asyncio.Lock`` before they take a connection and ``BEGIN IMMEDIATE``: the next writer
 is woken the moment the lock is released. Without it, every waiting writer sleeps and
 retries in SQLite's busy handler (1, 2, 5 … 100 ms), which under load took the p99 of a
-POST to seconds. Writers in other processes still meet in the busy handler.
+POST to seconds.
+
+On a SQLite file, write transactions run on their own engine whose driver calls SQLite
+on the event loop's thread (``store/sqlite_inline.py``: no thread hand-off per call) with
+``busy_timeout = 0``; when another process holds the write lock, ``BEGIN IMMEDIATE``
+answers "locked" at once and is retried after a short asyncio sleep (0.25 ms doubling to
+4 ms), so the loop never blocks on another process and a waiting writer is at most a few
+milliseconds late when the lock frees (SQLite's own busy handler sleeps up to 100 ms).
+Reads, which can be long scans, stay on aiosqlite's threads. Before that BEGIN, the
+writers of all vidpipe processes on the file queue on a ``flock`` with a kernel
+wake-up (``store/writer_lock.py``), so the retries are for writers outside vidpipe.
 """
 
 from __future__ import annotations
@@ -26,16 +36,32 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection as SyncConnection
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncTransaction,
+    create_async_engine,
+)
 
 from vidpipe.config import normalize_database_url
+from vidpipe.store import writer_lock
 from vidpipe.store.cache import CACHE_TTL_S, ReadCache
+from vidpipe.store.sqlite_inline import Checkpointer, inline_creator
+from vidpipe.store.writer_lock import WriterLock, WriterLockTimeout
 
 NOTIFY_CHANNEL = "vidpipe_steps"
 _IMMEDIATE = "vidpipe_sqlite_immediate"
 # How long a writer waits for the database: SQLite's busy timeout, and as long for this
 # process's write lock (a writer never waits forever, as before the lock).
 SQLITE_BUSY_TIMEOUT_S = 10.0
+# Retry pauses of a write BEGIN that found another process holding the lock.
+_BEGIN_RETRY_FIRST_S = 0.00025
+_BEGIN_RETRY_MAX_S = 0.004
+_SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+)
 
 
 class Database:
@@ -46,9 +72,10 @@ class Database:
         self.is_sqlite = self.url.startswith("sqlite")
         self.is_postgres = self.url.startswith("postgresql")
         kwargs: dict[str, Any] = {}
+        file_db = self.is_sqlite and make_url(self.url).database not in (None, "", ":memory:")
         if self.is_postgres:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
-        elif self.is_sqlite and make_url(self.url).database not in (None, "", ":memory:"):
+        elif file_db:
             # A file database gets a queue pool: sized like PostgreSQL's, or SQLAlchemy's
             # 5 (+10 overflow) is smaller than a worker's concurrent actions and every
             # overflow connection opened and closed costs a thread, the file and pragmas.
@@ -56,9 +83,35 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
+        # The engine of write transactions: the same one, except on a SQLite file.
+        self.write_engine: AsyncEngine = self.engine
+        self.checkpointer: Checkpointer | None = None
+        self.writer_lock: WriterLock | None = None
+        if file_db:
+            path = str(make_url(self.url).database)
+            self.checkpointer = Checkpointer(path)
+            if writer_lock.AVAILABLE:
+                self.writer_lock = WriterLock(f"{path}.writer.lock")
+            self.write_engine = create_async_engine(
+                self.url,
+                async_creator=inline_creator(
+                    path,
+                    pragmas=(
+                        *_SQLITE_PRAGMAS,
+                        "PRAGMA busy_timeout=0",
+                        "PRAGMA wal_autocheckpoint=0",  # see Checkpointer
+                    ),
+                ),
+                # One writer at a time per process (the lock below); a spare for the
+                # moment a connection is being returned.
+                pool_size=2,
+                max_overflow=2,
+            )
+            _configure_sqlite(self.write_engine, inline=True)
         # Rarely written rows read on every request (see store/cache.py).
         self.cache = ReadCache(cache_ttl_s)
         self.cache.attach(self.engine.sync_engine)
+        self.cache.attach(self.write_engine.sync_engine)
         self._write_lock: asyncio.Lock | None = None
         self._write_lock_loop: asyncio.AbstractEventLoop | None = None
 
@@ -80,23 +133,60 @@ class Database:
                 async with asyncio.timeout(SQLITE_BUSY_TIMEOUT_S):
                     await lock.acquire()
             except TimeoutError:
-                raise OperationalError(
-                    "BEGIN IMMEDIATE",
-                    None,
-                    sqlite3.OperationalError("database is locked (this process's writers)"),
-                ) from None
+                raise _locked("this process's writers") from None
         else:
             await lock.acquire()
         try:
-            async with self.engine.connect() as conn:
-                await conn.execution_options(**{_IMMEDIATE: True})
+            await self._acquire_writer_lock()
+            try:
+                conn, transaction = await self._begin_immediate()
                 try:
-                    async with conn.begin():
+                    try:
                         yield conn
+                    except BaseException:
+                        await transaction.rollback()
+                        raise
+                    await transaction.commit()
+                    if self.checkpointer is not None:
+                        self.checkpointer.after_commit()
                 finally:
                     self.cache.settle(conn)
+                    await conn.close()
+            finally:
+                if self.writer_lock is not None:
+                    self.writer_lock.release()
         finally:
             lock.release()
+
+    async def _acquire_writer_lock(self) -> None:
+        """The writers of all processes on this file queue here (store/writer_lock.py)."""
+        if self.writer_lock is None:
+            return
+        try:
+            await self.writer_lock.acquire(SQLITE_BUSY_TIMEOUT_S)
+        except WriterLockTimeout:
+            raise _locked("another process's writers") from None
+
+    async def _begin_immediate(self) -> tuple[AsyncConnection, AsyncTransaction]:
+        """A connection in a ``BEGIN IMMEDIATE`` transaction, waiting (without blocking
+        the loop) while another process writes; "locked" after SQLITE_BUSY_TIMEOUT_S."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SQLITE_BUSY_TIMEOUT_S
+        pause = _BEGIN_RETRY_FIRST_S
+        while True:
+            conn = await self.write_engine.connect()
+            try:
+                await conn.execution_options(**{_IMMEDIATE: True})
+                return conn, await conn.begin()
+            except OperationalError as exc:
+                await conn.close()
+                if not _is_locked(exc) or loop.time() + pause > deadline:
+                    raise
+            except BaseException:
+                await conn.close()
+                raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _BEGIN_RETRY_MAX_S)
 
     def _sqlite_write_lock(self) -> asyncio.Lock:
         # An asyncio.Lock belongs to one event loop; a Database used from a later loop
@@ -143,24 +233,41 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.write_engine is not self.engine:
+            await self.write_engine.dispose()
+        if self.checkpointer is not None:
+            await self.checkpointer.close()
+        if self.writer_lock is not None:
+            self.writer_lock.close()
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Take over transaction control from the driver: it would otherwise BEGIN
-        # deferred transactions lazily, and a deferred reader that later writes fails
-        # with "database is locked" instead of waiting.
-        dbapi_conn.isolation_level = None
-        cursor = dbapi_conn.cursor()
-        for pragma in (
-            "PRAGMA journal_mode=WAL",
-            "PRAGMA synchronous=NORMAL",
-            f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}",
-            "PRAGMA foreign_keys=ON",
-        ):
-            cursor.execute(pragma)
-        cursor.close()
+def _locked(by: str) -> OperationalError:
+    """What a writer that waited SQLITE_BUSY_TIMEOUT_S raises: SQLite's own error."""
+    return OperationalError(
+        "BEGIN IMMEDIATE", None, sqlite3.OperationalError(f"database is locked ({by})")
+    )
+
+
+def _is_locked(exc: OperationalError) -> bool:
+    return isinstance(exc.orig, sqlite3.OperationalError) and "locked" in str(exc.orig)
+
+
+def _configure_sqlite(engine: AsyncEngine, *, inline: bool = False) -> None:
+    if not inline:  # inline connections are opened configured (sqlite_inline)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Take over transaction control from the driver: it would otherwise BEGIN
+            # deferred transactions lazily, and a deferred reader that later writes
+            # fails with "database is locked" instead of waiting.
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            for pragma in (
+                *_SQLITE_PRAGMAS,
+                f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}",
+            ):
+                cursor.execute(pragma)
+            cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: SyncConnection) -> None:
