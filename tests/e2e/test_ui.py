@@ -364,6 +364,41 @@ def test_a_failed_plan_resumes_from_its_failed_step(
     tab.shot(artifacts_dir, "plan-resumed")
 
 
+def test_a_reload_asked_for_during_another_waits_for_a_fresh_one(tab: Tab) -> None:
+    """`await reload()` while a read is under way must see data read after the call.
+
+    The resume button awaited a reload, then followed the job only if it was running;
+    a read already under way made that await return at once with the old, failed
+    state, so the page never followed the resumed run (a CI failure).
+    """
+    page = tab.goto("/ui/videos")
+    outcome = page.evaluate(
+        """async () => {
+          const { coalesce } = await import('/ui/static/vidpipe.js');
+          let version = 0, runs = 0, seen = -1;
+          const read = coalesce(async () => {
+            runs += 1;
+            const v = version;
+            await new Promise((resolve) => setTimeout(resolve, 50));
+            seen = v;
+          });
+          const first = read('detail');
+          version = 1;
+          const asked = [read('detail'), read('detail'), read('detail')];
+          await asked[0];
+          const seenByLate = seen;
+          await Promise.all([first, ...asked]);
+          const other = coalesce(async () => { throw new Error('boom'); });
+          const failing = other('x');
+          const afterFailure = other('x');
+          const settled = await Promise.allSettled([failing, afterFailure]);
+          return { seenByLate, runs, settled: settled.map((s) => s.status) };
+        }"""
+    )
+    # Three calls during the first run share one more run, and see its data.
+    assert outcome == {"seenByLate": 1, "runs": 2, "settled": ["rejected", "rejected"]}
+
+
 def test_costs_page_draws_spend_per_day_and_provider_and_follows_it_live(
     tab: Tab, server: Server, artifacts_dir: Path
 ) -> None:

@@ -192,6 +192,8 @@ function render() {
   $("loading").hidden = true;
   $("video").hidden = false;
   watchSettling();
+  // A job that runs (again: resumed here or elsewhere) is followed live.
+  if (!TERMINAL.has(video.status)) follow();
 }
 
 const STEP_DONE = new Set(["succeeded", "failed", "canceled", "expired"]);
@@ -257,7 +259,10 @@ function follow() {
       reload("detail");
     },
     until: (event) => TERMINAL.has(event.type.replace(/^video\./, "")) || event.type === "video.deleted",
-    onEnd: () => reload("detail"),
+    onEnd: () => {
+      live = null; // a later run of the job (a resume) gets a stream of its own
+      reload("detail");
+    },
   });
 }
 

@@ -299,22 +299,37 @@ export async function initChrome() {
   }
 }
 
-/** Runs fn for each id at most once at a time, again after if asked meanwhile. */
+/**
+ * Runs fn for each id at most once at a time, again after if asked meanwhile.
+ * The promise a call returns settles after a run that began after that call, so
+ * `await reload(...)` always sees fresh data even when a run was already under way
+ * (an earlier version returned at once then, and a caller acted on stale data).
+ */
 export function coalesce(fn) {
-  const running = new Set();
-  const again = new Set();
-  const run = async (id) => {
-    if (running.has(id)) {
-      again.add(id);
-      return;
+  const running = new Map(); // id → the run under way
+  const queued = new Map(); // id → the one run that follows it, shared by all who asked
+  const run = (id) => {
+    if (queued.has(id)) return queued.get(id);
+    const current = running.get(id);
+    if (current) {
+      const next = current
+        .catch(() => {})
+        .then(() => {
+          queued.delete(id);
+          return run(id);
+        });
+      queued.set(id, next);
+      return next;
     }
-    running.add(id);
-    try {
-      await fn(id);
-    } finally {
-      running.delete(id);
-      if (again.delete(id)) run(id);
-    }
+    const started = (async () => {
+      try {
+        await fn(id);
+      } finally {
+        running.delete(id);
+      }
+    })();
+    running.set(id, started);
+    return started;
   };
   return run;
 }
