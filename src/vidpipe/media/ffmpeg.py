@@ -13,6 +13,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from vidpipe.errors import MediaError
 
 __all__ = [
     "GLOBAL_ARGS",
+    "dies_with_caller",
     "ffmpeg_argv",
     "ffmpeg_encoders",
     "find_ffmpeg",
@@ -73,6 +75,37 @@ def ffmpeg_argv(ffmpeg: Path, args: Sequence[str]) -> list[str]:
     return [str(ffmpeg), *GLOBAL_ARGS, *args]
 
 
+@functools.cache
+def _death_wrapper() -> tuple[str, ...]:
+    """``setpriv --pdeathsig KILL --`` on Linux when util-linux has it, else nothing.
+
+    A worker that is SIGKILLed mid-render cannot stop its children; without this an
+    ffmpeg it started would go on encoding for minutes, competing for the CPU with the
+    very worker that replaces it and redoes the piece. The parent-death signal is tied
+    to the thread that started the child, which here is always the thread waiting for
+    it (``subprocess.run``), so it only fires when that wait can no longer end. setpriv
+    sets it and execs the program in the same process, so no Python runs between fork
+    and exec (``preexec_fn`` is unsafe in a threaded process).
+    """
+    if sys.platform != "linux":
+        return ()
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return ()
+    try:
+        usage = subprocess.run(
+            [setpriv, "--help"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    return (setpriv, "--pdeathsig", "KILL", "--") if "--pdeathsig" in usage else ()
+
+
+def dies_with_caller(argv: Sequence[str]) -> list[str]:
+    """``argv`` made to be killed when the process (thread) that runs and waits for it dies."""
+    return [*_death_wrapper(), *argv]
+
+
 def run_ffmpeg(
     args: Sequence[str], *, ffmpeg: Path, timeout_s: float, cwd: Path | None = None
 ) -> None:
@@ -85,7 +118,7 @@ def run_ffmpeg(
     log.info("running ffmpeg: %s", shlex.join(argv))
     try:
         completed = subprocess.run(
-            argv,
+            dies_with_caller(argv),
             cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -54,6 +54,7 @@ from vidpipe.media.alignment import (
     timings_from_characters,
     timings_from_phonemes,
 )
+from vidpipe.media.ffmpeg import dies_with_caller
 from vidpipe.providers import http as provider_http
 
 if TYPE_CHECKING:
@@ -420,7 +421,7 @@ def _synthesize_espeak(text: str, voice: str, out_path: Path) -> Speech:
     log.info("speech: running %s", shlex.join(argv))
     try:
         completed = subprocess.run(
-            argv,
+            dies_with_caller(argv),
             input=text.encode("utf-8"),
             capture_output=True,
             timeout=30 + len(text) / 50,
