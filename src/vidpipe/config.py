@@ -71,7 +71,7 @@ class Settings(BaseSettings):
         default=64 * 1024, ge=1024, description="Largest request body accepted (413 above)."
     )
     rate_limit_per_s: float = Field(
-        default=100.0, ge=0, description="Requests per second per tenant per API process (0: off)."
+        default=100.0, ge=0, description="Requests per second per tenant per API instance (0: off)."
     )
     rate_limit_burst: int = Field(default=200, ge=1, description="Burst above that rate.")
     max_video_seconds: int = Field(default=60, ge=1, description="Upper bound on `seconds`.")

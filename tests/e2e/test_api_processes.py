@@ -125,3 +125,39 @@ def test_servers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
         parent.kill()
         parent.wait(timeout=10)
     _wait_for(lambda: not any(_alive(pid) for pid in servers))
+
+
+def test_the_servers_share_one_rate_limit(tmp_path: Path) -> None:
+    port = free_port()
+    env = vidpipe_env(
+        tmp_path,
+        VIDPIPE_INSTANT_PROVIDER="true",
+        VIDPIPE_PORT=str(port),
+        VIDPIPE_RATE_LIMIT_PER_S="0.001",  # no refill during the test
+        VIDPIPE_RATE_LIMIT_BURST="12",
+    )
+    run_vidpipe("migrate", env=env)
+    key = run_vidpipe("keys", "create", "--tenant", "t", env=env).stdout.strip().splitlines()[-1]
+    parent = subprocess.Popen(
+        [*VIDPIPE, "api", "--processes", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_http(f"{base}/healthz")
+        _wait_for(lambda: len(_children(parent.pid)) == 2)
+        # 48 fresh connections: the kernel spreads them over both servers (all on one
+        # has odds of 2^-47). Each server with its own buckets would admit 12.
+        answers = asyncio.run(_post_many(base, key, 48))
+        statuses = sorted(a.status_code for a in answers)
+        assert statuses == [202] * 12 + [429] * 36
+        refused = next(a for a in answers if a.status_code == 429)
+        assert refused.json()["error"]["code"] == "rate_limited"
+        assert int(refused.headers["Retry-After"]) >= 1
+        with sqlite3.connect(tmp_path / "vidpipe.db") as db:
+            assert db.execute("SELECT count(*) FROM jobs").fetchone()[0] == 12
+    finally:
+        parent.send_signal(signal.SIGTERM)
+        parent.wait(timeout=30)

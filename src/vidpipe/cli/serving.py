@@ -18,6 +18,7 @@ import uvicorn
 from rich.console import Console
 
 from vidpipe.api.app import create_app
+from vidpipe.api.ratelimit import share_between_forked_processes
 from vidpipe.config import Settings
 from vidpipe.core.runtime import Runtime
 from vidpipe.store import tenants as tenant_q
@@ -142,8 +143,9 @@ def run_api_processes(settings: Settings, *, host: str, port: int, processes: in
     and forks the servers, each listening on it with SO_REUSEPORT (the kernel hands
     each new connection to one of them). The parent only supervises: SIGTERM or SIGINT
     is passed on to every server, which stops accepting and finishes its requests; a
-    server that dies on its own is replaced. Every server keeps its own caches, rate
-    limiter and metrics.
+    server that dies on its own is replaced. The servers share the per-tenant rate
+    limit buckets (made here, before the forks); each keeps its own read caches, and
+    its own process figures (CPU, memory) on ``/metrics``.
     """
     settings.check_serving(host)
     # Each server listens on its own SO_REUSEPORT socket, among which the kernel spreads
@@ -154,6 +156,7 @@ def run_api_processes(settings: Settings, *, host: str, port: int, processes: in
     shared = None if hasattr(socket, "SO_REUSEPORT") else _listening_socket(host, port)
     if shared is None:
         _listening_socket(host, port, reuse_port=True).close()  # the port is ours to use
+    share_between_forked_processes()
     children: dict[int, float] = {}
     stopping = False
 
