@@ -14,6 +14,7 @@ from vidpipe.media.compose_plan import (
     Scene,
     ass_events_in_window,
     build_audio_args,
+    build_audio_finish_args,
     build_final_args,
     build_segment_args,
     build_transition_args,
@@ -262,29 +263,31 @@ def test_audio_args_without_ducking_music_only_or_nothing() -> None:
     assert build_audio_args(silent, plan_timeline(silent), out=Path("/m.wav")) is None
 
 
-def test_final_args_copy_the_video_and_finish_the_audio() -> None:
+def test_final_args_copy_the_video_and_the_finished_audio() -> None:
     spec = _spec(2.0, 2.0)
     timeline = plan_timeline(spec)
     args = build_final_args(
-        spec,
-        timeline,
-        concat_file=Path("/r/p.ffconcat"),
-        audio=Path("/r/mix.wav"),
-        gain_db=4.25,
-        out=Path("/o.mp4"),
+        spec, timeline, concat_file=Path("/r/p.ffconcat"), audio=Path("/r/a.m4a"), out=Path("/o")
     )
     assert args[:6] == ["-f", "concat", "-safe", "0", "-i", "/r/p.ffconcat"]
-    assert args[args.index("-c:v") + 1] == "copy"
-    assert args[args.index("-af") + 1].startswith("volume=4.25dB,alimiter=")
-    assert args[args.index("-c:a") + 1] == "aac"
+    assert args[args.index("-c") + 1] == "copy"
+    assert "-af" not in args  # nothing is encoded in the last, serial pass
     assert args[args.index("-movflags") + 1] == "+faststart"
     assert args[args.index("-t") + 1] == "3.600000"
+    assert args[args.index("1:a:0") - 1 : args.index("1:a:0") + 1] == ["-map", "1:a:0"]
 
     silent = build_final_args(
-        spec, timeline, concat_file=Path("/p"), audio=None, gain_db=0, out=Path("/o.mp4")
+        spec, timeline, concat_file=Path("/p"), audio=None, out=Path("/o.mp4")
     )
-    assert "-af" not in silent
+    assert "1:a:0" not in silent
     assert "-map" in silent
+
+
+def test_audio_finish_args_apply_the_gain_and_the_limiter_then_aac() -> None:
+    args = build_audio_finish_args(mix=Path("/r/mix.wav"), gain_db=4.25, out=Path("/r/a.m4a"))
+    assert args[args.index("-af") + 1].startswith("volume=4.25dB,alimiter=limit=0.8414")
+    assert args[args.index("-c:a") + 1] == "aac"
+    assert args[-1] == "/r/a.m4a"
 
 
 def test_concat_list_quotes_paths_and_states_durations() -> None:

@@ -75,6 +75,7 @@ from vidpipe.media.compose_plan import (
     Transition,
     VisualKind,
     build_audio_args,
+    build_audio_finish_args,
     build_final_args,
     build_segment_args,
     build_transition_args,
@@ -102,6 +103,7 @@ __all__ = [
 _SEGMENTS_DIR = "segments"
 _TMP_PREFIX = ".tmp-"
 _MIX = "mix.wav"
+_AUDIO = "audio.m4a"  # the finished mix (loudness gain, limiter, AAC)
 # A temporary directory this old belongs to a run that died; it is swept.
 _STALE_TMP_S = 6 * 3600.0
 
@@ -146,6 +148,8 @@ class _Task:
     weight: float
     run: Callable[[], None]
     depends_on: tuple[str, ...] = ()
+    # Short work (a transition, the audio): may run beside the ``max_parallel`` others.
+    light: bool = False
 
 
 def compose(
@@ -164,7 +168,8 @@ def compose(
     everything else goes to a per-run directory under ``work_dir`` that is removed at
     the end. ``out_path`` appears atomically, complete or not at all. ``progress``
     is called from the calling thread with the share done (0-1, never decreasing).
-    Up to ``max_parallel`` ffmpeg processes run at once; ``timeout_s`` bounds each.
+    Up to ``max_parallel`` ffmpeg processes run at once, and beside them one short
+    one (a transition or the audio); ``timeout_s`` bounds each.
     Raises ``InvalidRequest`` for an impossible timeline or a missing input file and
     ``MediaError`` when ffmpeg fails.
     """
@@ -196,21 +201,22 @@ def compose(
                     _render_piece, piece, spec, timeline, segments_dir, run_dir, ffmpeg, timeout_s
                 ),
                 piece.depends_on,
+                light=piece.kind == "transition",
             )
             for piece in to_render.values()
         ]
-        gain_db: list[float] = []
         audio_args = build_audio_args(spec, timeline, out=run_dir / _MIX)
         if audio_args is not None:
-            # Independent of the video: mixed and measured while segments render.
+            # Independent of the video: mixed, measured and finished while segments render.
             tasks.insert(
                 0,
                 _Task(
                     "audio",
                     timeline.total_frames / 50,
-                    lambda: gain_db.append(
-                        _mix_audio(audio_args, spec, run_dir, ffmpeg=ffmpeg, timeout_s=timeout_s)
+                    functools.partial(
+                        _make_audio, audio_args, spec, run_dir, ffmpeg=ffmpeg, timeout_s=timeout_s
                     ),
+                    light=True,
                 ),
             )
         reused_weight = sum(p.weight for p in pieces if p.reused)
@@ -226,8 +232,7 @@ def compose(
             pieces,
             segments_dir=segments_dir,
             run_dir=run_dir,
-            audio=run_dir / _MIX if audio_args is not None else None,
-            gain_db=gain_db[0] if gain_db else 0.0,
+            audio=run_dir / _AUDIO if audio_args is not None else None,
             out_path=out_path,
             ffmpeg=ffmpeg,
             timeout_s=timeout_s,
@@ -316,20 +321,31 @@ class _Progress:
 
 
 def _run_tasks(tasks: Sequence[_Task], *, max_parallel: int, report: _Progress | None) -> None:
-    """Run tasks on up to ``max_parallel`` threads, each once its dependencies finished.
+    """Run tasks on up to ``max_parallel`` threads, each once its dependencies finished,
+    plus one light task beside them.
 
+    Light tasks (transitions, the audio) go first once ready, and one may run beyond
+    the limit (more on slots no segment uses): a transition then runs while the next
+    segments render instead of all of them waiting for the last segment, at the end,
+    when one of the two cores idles. A light task never keeps a segment waiting.
     A dependency that is not among ``tasks`` counts as finished (a reused piece).
     The first failure is raised once the tasks already running have stopped (their
     results are complete checkpoints, useful to the next attempt).
     """
-    pending = list(tasks)
+    pending = sorted(tasks, key=lambda task: not task.light)  # stable: light ones first
     unfinished = {task.name for task in tasks}
-    with ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="compose") as pool:
+    with ThreadPoolExecutor(max_workers=max_parallel + 1, thread_name_prefix="compose") as pool:
         running: dict[Future[None], _Task] = {}
         while pending or running:
             for task in [t for t in pending if unfinished.isdisjoint(t.depends_on)]:
-                if len(running) >= max_parallel:
-                    break
+                light = sum(t.light for t in running.values())
+                heavy = len(running) - light
+                if task.light:
+                    # One beside the others, more only on slots no segment uses.
+                    if light and len(running) >= max_parallel:
+                        continue
+                elif heavy >= max_parallel:
+                    continue
                 pending.remove(task)
                 running[pool.submit(task.run)] = task
             if not running:
@@ -399,15 +415,22 @@ def _render_piece(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _mix_audio(
+def _make_audio(
     args: list[str], spec: ComposeSpec, run_dir: Path, *, ffmpeg: Path, timeout_s: float
-) -> float:
-    """Mix the audio to ``run_dir``'s WAV; return the gain that brings it to the target."""
+) -> None:
+    """Mix the audio to ``run_dir``'s WAV, measuring it, then finish it to its AAC.
+
+    Two passes, as the gain depends on the whole mix's loudness; both run beside the
+    video, so the final pass is a remux (encoding a minute of AAC there was ~1.6 s
+    at the very end, when nothing else runs).
+    """
     run_ffmpeg(args, ffmpeg=ffmpeg, timeout_s=timeout_s, cwd=run_dir)
     measured = loudness_from_metadata(
         parse_metadata_print((run_dir / LOUDNESS_FILE).read_text(encoding="utf-8"))
     )
-    return loudness_gain_db(measured.integrated_lufs if measured else None, spec.target_lufs)
+    gain_db = loudness_gain_db(measured.integrated_lufs if measured else None, spec.target_lufs)
+    finish = build_audio_finish_args(mix=run_dir / _MIX, gain_db=gain_db, out=run_dir / _AUDIO)
+    run_ffmpeg(finish, ffmpeg=ffmpeg, timeout_s=timeout_s, cwd=run_dir)
 
 
 def _join(
@@ -418,7 +441,6 @@ def _join(
     segments_dir: Path,
     run_dir: Path,
     audio: Path | None,
-    gain_db: float,
     out_path: Path,
     ffmpeg: Path,
     timeout_s: float,
@@ -438,9 +460,7 @@ def _join(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     partial = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        args = build_final_args(
-            spec, timeline, concat_file=concat_file, audio=audio, gain_db=gain_db, out=partial
-        )
+        args = build_final_args(spec, timeline, concat_file=concat_file, audio=audio, out=partial)
         run_ffmpeg(args, ffmpeg=ffmpeg, timeout_s=timeout_s, cwd=run_dir)
         os.replace(partial, out_path)
     finally:

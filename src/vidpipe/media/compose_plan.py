@@ -35,6 +35,7 @@ __all__ = [
     "VisualKind",
     "ass_events_in_window",
     "build_audio_args",
+    "build_audio_finish_args",
     "build_final_args",
     "build_segment_args",
     "build_transition_args",
@@ -499,33 +500,44 @@ def loudness_gain_db(measured_lufs: float | None, target_lufs: float) -> float:
     return min(_MAX_GAIN_DB, target_lufs - measured_lufs)
 
 
+def build_audio_finish_args(*, mix: Path, gain_db: float, out: Path) -> list[str]:
+    """ffmpeg arguments that finish the mix: the loudness gain, a peak limiter, AAC.
+
+    Run while the video renders, so the final pass only copies streams.
+    """
+    limit = 10 ** (_PEAK_LIMIT_DB / 20)
+    return [
+        "-i", str(mix),
+        "-map", "0:a:0",
+        "-af", f"volume={gain_db:.2f}dB,alimiter=limit={limit:.4f}:level=0:latency=1",
+        "-c:a", "aac", "-b:a", _AUDIO_BITRATE, "-ar", str(AUDIO_SAMPLE_RATE),
+        "-f", "mp4", str(out),
+    ]  # fmt: skip
+
+
 def build_final_args(
     spec: ComposeSpec,
     timeline: Timeline,
     *,
     concat_file: Path,
     audio: Path | None,
-    gain_db: float,
     out: Path,
 ) -> list[str]:
-    """ffmpeg arguments of the final pass: join the pieces, finish the audio, mux.
+    """ffmpeg arguments of the final pass: join the pieces and the finished audio.
 
-    Video is copied (the pieces are already the final encoding); the mix gets the
-    loudness gain and a peak limiter, then AAC. ``+faststart`` puts the index first.
+    Both are copied (the pieces are already the final video encoding, ``audio`` the
+    AAC of ``build_audio_finish_args``): the pass is a remux, ~0.1 s for a minute.
+    ``+faststart`` puts the index first.
     """
     args = ["-f", "concat", "-safe", "0", "-i", str(concat_file)]
-    maps = ["-map", "0:v:0", "-c:v", "copy"]
+    maps = ["-map", "0:v:0"]
     if audio is not None:
-        limit = 10 ** (_PEAK_LIMIT_DB / 20)
         args += ["-i", str(audio)]
-        maps += [
-            "-map", "1:a:0",
-            "-af", f"volume={gain_db:.2f}dB,alimiter=limit={limit:.4f}:level=0:latency=1",
-            "-c:a", "aac", "-b:a", _AUDIO_BITRATE, "-ar", str(AUDIO_SAMPLE_RATE),
-        ]  # fmt: skip
+        maps += ["-map", "1:a:0"]
     return [
         *args,
         *maps,
+        "-c", "copy",
         "-t", f"{timeline.duration_s:.6f}",
         "-movflags", "+faststart",
         "-f", "mp4", str(out),
