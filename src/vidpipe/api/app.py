@@ -20,6 +20,7 @@ from vidpipe.api import (
 )
 from vidpipe.api.auth import Authenticator
 from vidpipe.api.errors import install_error_handlers
+from vidpipe.api.openapi_errors import document_errors
 from vidpipe.api.ratelimit import RateLimiter
 from vidpipe.core.runtime import Runtime
 
@@ -37,16 +38,21 @@ def create_app(runtime: Runtime, *, open_tenant_id: str | None = None) -> FastAP
         runtime.settings.rate_limit_per_s, runtime.settings.rate_limit_burst
     )
     install_error_handlers(app)
-    app.include_router(system.router)
-    app.include_router(videos.router)
-    app.include_router(plans.router)
-    app.include_router(hooks.router)
-    app.include_router(blobs.router)
-    app.include_router(money.router)
-    app.include_router(events.router)
-    app.include_router(webhook_endpoints.router)
-    app.include_router(metrics.router)
-    app.include_router(web.router)
-    app.include_router(batches.router)
-    app.include_router(admin.router)
+    routers = [
+        system.router,
+        videos.router,
+        plans.router,
+        hooks.router,
+        blobs.router,
+        money.router,
+        events.router,
+        webhook_endpoints.router,
+        metrics.router,
+        web.router,
+        batches.router,
+        admin.router,
+    ]
+    for router in routers:
+        app.include_router(router)
+    document_errors(app, routers)
     return app

@@ -15,7 +15,13 @@ router = APIRouter(tags=["webhooks"])
 MAX_WEBHOOK_BYTES = 1024 * 1024
 
 
-@router.post("/v1/hooks/{provider}")
+@router.post(
+    "/v1/hooks/{provider}",
+    responses={
+        401: {"description": "The signature does not verify."},
+        413: {"description": "Body over 1 MiB."},
+    },
+)
 async def provider_webhook(
     provider: str, request: Request, attempt: str | None = None
 ) -> JSONResponse:
