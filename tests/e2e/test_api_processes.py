@@ -58,24 +58,28 @@ async def _post_many(base: str, key: str, count: int) -> list[httpx.Response]:
         )
 
 
-def test_two_api_processes_share_the_port_and_survive_a_killed_server(tmp_path: Path) -> None:
+def _start_two_servers(
+    tmp_path: Path, *, output: int | None = subprocess.DEVNULL, **settings: str
+) -> tuple[subprocess.Popen[str], str, str]:
+    """A migrated home, a key, and ``vidpipe api --processes 2`` answering: (process, url, key)."""
     port = free_port()
-    env = vidpipe_env(
-        tmp_path,
-        VIDPIPE_INSTANT_PROVIDER="true",
-        VIDPIPE_PORT=str(port),
-        VIDPIPE_RATE_LIMIT_PER_S="0",
-    )
+    env = vidpipe_env(tmp_path, VIDPIPE_INSTANT_PROVIDER="true", VIDPIPE_PORT=str(port), **settings)
     run_vidpipe("migrate", env=env)
     key = run_vidpipe("keys", "create", "--tenant", "t", env=env).stdout.strip().splitlines()[-1]
     parent = subprocess.Popen(
         [*VIDPIPE, "api", "--processes", "2"],
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=output,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    base = f"http://127.0.0.1:{port}"
+    return parent, f"http://127.0.0.1:{port}", key
+
+
+def test_two_api_processes_share_the_port_and_survive_a_killed_server(tmp_path: Path) -> None:
+    parent, base, key = _start_two_servers(
+        tmp_path, output=subprocess.PIPE, VIDPIPE_RATE_LIMIT_PER_S="0"
+    )
     try:
         wait_http(f"{base}/healthz")
         _wait_for(lambda: len(_children(parent.pid)) == 2)
@@ -128,24 +132,12 @@ def test_servers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
 
 
 def test_the_servers_share_one_rate_limit(tmp_path: Path) -> None:
-    port = free_port()
-    env = vidpipe_env(
+    parent, base, key = _start_two_servers(
         tmp_path,
-        VIDPIPE_INSTANT_PROVIDER="true",
-        VIDPIPE_PORT=str(port),
         VIDPIPE_RATE_LIMIT_PER_S="0.001",  # no refill during the test
         VIDPIPE_RATE_LIMIT_BURST="12",
     )
-    run_vidpipe("migrate", env=env)
-    key = run_vidpipe("keys", "create", "--tenant", "t", env=env).stdout.strip().splitlines()[-1]
-    parent = subprocess.Popen(
-        [*VIDPIPE, "api", "--processes", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     try:
-        base = f"http://127.0.0.1:{port}"
         wait_http(f"{base}/healthz")
         _wait_for(lambda: len(_children(parent.pid)) == 2)
         # 48 fresh connections: the kernel spreads them over both servers (all on one
