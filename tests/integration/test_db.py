@@ -311,3 +311,39 @@ async def test_a_writer_cancelled_while_waiting_leaves_no_lock_behind(sqlite_url
     finally:
         for db in (first, second, third):
             await db.dispose()
+
+
+async def test_a_point_read_sees_the_last_commit_while_a_writer_holds_its_transaction(
+    sqlite_url: str,
+) -> None:
+    """Point reads run inline on the loop's thread: they must never wait for a writer
+    (WAL readers read the last committed state) nor touch aiosqlite's threads."""
+    db = Database(sqlite_url)
+    try:
+        async with db.write() as conn:
+            await conn.execute(text("CREATE TABLE t (v INTEGER)"))
+            await conn.execute(text("INSERT INTO t VALUES (1)"))
+        held = asyncio.Event()
+        release = asyncio.Event()
+
+        async def writer() -> None:
+            async with db.write() as conn:
+                await conn.execute(text("INSERT INTO t VALUES (2)"))  # not yet committed
+                held.set()
+                await release.wait()
+
+        task = asyncio.create_task(writer())
+        await held.wait()
+        try:
+            async with asyncio.timeout(1), db.point_read() as conn:
+                assert await conn.scalar(text("SELECT sum(v) FROM t")) == 1
+                # The inline driver, not a connection that hands calls to a thread.
+                raw = await conn.get_raw_connection()
+                assert type(raw.driver_connection).__name__ == "InlineConnection"
+        finally:
+            release.set()
+            await task
+        async with db.point_read() as conn:
+            assert await conn.scalar(text("SELECT sum(v) FROM t")) == 3
+    finally:
+        await db.dispose()

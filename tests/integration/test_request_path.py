@@ -6,6 +6,7 @@ to every request is noticed (see bench/README.md for why each one matters).
 
 from __future__ import annotations
 
+import asyncio
 import collections
 from typing import Any
 
@@ -28,7 +29,7 @@ def _statements(harness: Harness) -> collections.Counter[str]:
             seen[words[0]] += 1
 
     db = harness.runtime.db
-    for engine in {db.engine, db.write_engine}:  # SQLite files: two engines
+    for engine in {db.engine, db.write_engine, db.point_engine}:  # SQLite files: three
         event.listen(engine.sync_engine, "before_cursor_execute", _count)
     return seen
 
@@ -54,3 +55,40 @@ async def test_the_answer_of_a_post_is_what_a_get_reads_back(harness: Harness) -
     created = await harness.create(model="instant/test")
     got = await harness.client.get(f"/v1/videos/{created['id']}", headers=harness.headers())
     assert got.json() == created
+
+
+async def test_a_workers_job_reads_by_key_without_thread_hand_offs(harness: Harness) -> None:
+    """The worker's reads of a step, its attempt, its job and its lease are point reads:
+    inline on SQLite, where each aiosqlite call is a round trip to another thread (the
+    largest single cost of a job, bench/README.md session 4)."""
+    db = harness.runtime.db
+    if not db.is_sqlite:
+        pytest.skip("PostgreSQL has one engine")
+    begins: collections.Counter[str] = collections.Counter()
+    for name, engine in (("threaded", db.engine), ("point", db.point_engine)):
+        event.listen(
+            engine.sync_engine,
+            "begin",
+            lambda _c, name=name: begins.__setitem__(name, begins[name] + 1),
+        )
+    jobs = 10
+    created = [await harness.create(model="instant/test") for _ in range(jobs)]
+    stop = asyncio.Event()
+    worker = harness.runtime.new_worker(validate=False)
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        async with asyncio.timeout(60):
+            while worker.steps_done < 2 * jobs:  # submit, then poll + deliver
+                await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await task
+        harness.runtime.workers.remove(worker)
+    counted = dict(begins)
+    for job in created:
+        got = await harness.client.get(f"/v1/videos/{job['id']}", headers=harness.headers())
+        assert got.json()["status"] == "completed"
+    assert counted.get("point", 0) >= 4 * jobs, counted
+    # Left on aiosqlite: the worker's start (the reconciler's sweep), heartbeats and
+    # housekeeping, by time and not by job (it was ~7 reads a job before).
+    assert counted.get("threaded", 0) < jobs, counted

@@ -152,7 +152,7 @@ class StepExecutor:
                 Failure(ErrorClass.PERMANENT, "unknown_model", f"{step.provider}/{step.model}"),
             )
             return
-        async with self.db.read() as conn:
+        async with self.db.point_read() as conn:
             attempt = await step_q.current_attempt(conn, step.id)
         if attempt is None or attempt.state in (
             AttemptState.FAILED.value,
@@ -215,7 +215,7 @@ class StepExecutor:
         now = self.clock.now()
         number = (previous.number if previous else 0) + 1
         request = self._request(step)
-        async with self.db.read() as conn:
+        async with self.db.point_read() as conn:
             price = await price_for(conn, self.prices, f"{step.provider}/{step.model}")
         if price is None:
             await self._fail_step(
@@ -542,7 +542,7 @@ class StepExecutor:
                 return
             # Storing overwrites the job's files: only while this worker's claim
             # stands (another worker that took over delivers the same output).
-            async with self.db.read() as conn:
+            async with self.db.point_read() as conn:
                 if not await step_q.holds_lease(conn, step):
                     raise LeaseLost(f"step {step.id}: lease taken over before storing")
             if not is_final(step):
@@ -594,7 +594,7 @@ class StepExecutor:
 
     async def _manifest(self, step: Step, attempt: Attempt) -> dict[str, Any]:
         """Provenance: what was asked, who made it, and every attempt on the way."""
-        async with self.db.read() as conn:
+        async with self.db.point_read() as conn:
             job = await job_q.get_job(conn, step.job_id)
             history = await step_q.attempts_of_job(conn, step.job_id)
         return {
@@ -629,7 +629,7 @@ class StepExecutor:
         request: VideoRequest,
     ) -> None:
         now = self.clock.now()
-        async with self.db.read() as conn:
+        async with self.db.point_read() as conn:
             price = await price_for(conn, self.prices, f"{step.provider}/{step.model}")
         cost = actual_video_micros(
             price,
@@ -750,7 +750,7 @@ class StepExecutor:
         return policy_for(provider, overrides, self.policy)
 
     async def _attempt_failed(self, step: Step, attempt: Attempt, failure: Failure) -> None:
-        async with self.db.read() as conn:
+        async with self.db.point_read() as conn:
             history = await step_q.attempts_of_job(conn, step.job_id)
         earlier = sum(
             1
@@ -990,7 +990,7 @@ class StepExecutor:
     # -- canceling -------------------------------------------------------------
 
     async def _cancel(self, step: Step) -> None:
-        async with self.db.read() as conn:
+        async with self.db.point_read() as conn:
             attempt = await step_q.current_attempt(conn, step.id)
         provider = self.registry.get(step.provider)
         if (

@@ -147,7 +147,7 @@ class Worker:
         timeout = self.idle_poll_s
         if len(self.running) < self.concurrency:
             try:
-                async with self.db.read() as conn:
+                async with self.db.point_read() as conn:
                     due = await step_q.next_run_at(conn)
             except Exception:
                 log.exception("could not read the next due time")

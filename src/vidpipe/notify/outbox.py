@@ -156,7 +156,7 @@ async def _deliver(
     if msg["kind"] == "webhook":
         payload = msg["payload"]
         body = json.dumps(payload["body"], separators=(",", ":"), sort_keys=True).encode()
-        async with db.read() as conn:
+        async with db.point_read() as conn:
             keys = await webhooks.signing_secrets(
                 conn, msg["tenant_id"], msg["endpoint_id"], clock.now()
             )

@@ -124,7 +124,7 @@ async def delivered(db: Database, step: Step, attempt: Attempt, now: float) -> N
     """A step's output was stored: the provider's time, and the job's if it completed."""
     metrics.observe_provider_job(step.provider, step.model, "succeeded", attempt.submitted_at, now)
     try:
-        async with db.read() as conn:
+        async with db.point_read() as conn:
             row = (
                 await conn.execute(
                     select(jobs.c.status, jobs.c.created_at, jobs.c.completed_at).where(

@@ -206,7 +206,7 @@ class LocalStepRunner:
                 await asyncio.wait_for(progress.finished.wait(), PROGRESS_EVERY_S)
             if progress.finished.is_set():
                 return
-            async with self.ex.db.read() as conn:
+            async with self.ex.db.point_read() as conn:
                 current = await step_q.get_step(conn, step.id)
             if (
                 current is None
@@ -235,7 +235,7 @@ class LocalStepRunner:
         assets: list[dict[str, Any]] = []
         main = result.files.get("main")
         # Storing overwrites the job's files: only while this worker's claim stands.
-        async with ex.db.read() as conn:
+        async with ex.db.point_read() as conn:
             if not await step_q.holds_lease(conn, step):
                 raise LeaseLost(f"step {step.id}: lease taken over before storing")
         if final and main is not None:
@@ -353,7 +353,7 @@ class LocalStepRunner:
         )
 
     async def _manifest(self, step: Step) -> dict[str, Any]:
-        async with self.ex.db.read() as conn:
+        async with self.ex.db.point_read() as conn:
             job = await job_q.get_job(conn, step.job_id)
             plan = await step_q.steps_of_job(conn, step.job_id)
             history = await step_q.attempts_of_job(conn, step.job_id)

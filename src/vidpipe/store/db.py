@@ -16,7 +16,10 @@ on the event loop's thread (``store/sqlite_inline.py``: no thread hand-off per c
 answers "locked" at once and is retried after a short asyncio sleep (0.25 ms doubling to
 4 ms), so the loop never blocks on another process and a waiting writer is at most a few
 milliseconds late when the lock frees (SQLite's own busy handler sleeps up to 100 ms).
-Reads, which can be long scans, stay on aiosqlite's threads. Before that BEGIN, the
+Reads, which can be long scans, stay on aiosqlite's threads, except the point reads of
+the worker's hot path (``point_read``: a step's attempt, a job row, a lease), which
+also run inline: in WAL mode a reader never waits for a writer, and those thread
+hand-offs were the largest single cost of a worker's job. Before that BEGIN, the
 writers of all vidpipe processes on the file queue on a ``flock`` with a kernel
 wake-up (``store/writer_lock.py``), so the retries are for writers outside vidpipe.
 """
@@ -57,6 +60,7 @@ SQLITE_BUSY_TIMEOUT_S = 10.0
 # Retry pauses of a write BEGIN that found another process holding the lock.
 _BEGIN_RETRY_FIRST_S = 0.00025
 _BEGIN_RETRY_MAX_S = 0.004
+_POINT_READ_BUSY_MS = 200
 _SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
@@ -83,8 +87,10 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
-        # The engine of write transactions: the same one, except on a SQLite file.
+        # The engines of write transactions and of point reads: the same one, except on
+        # a SQLite file.
         self.write_engine: AsyncEngine = self.engine
+        self.point_engine: AsyncEngine = self.engine
         self.checkpointer: Checkpointer | None = None
         self.writer_lock: WriterLock | None = None
         if file_db:
@@ -108,10 +114,29 @@ class Database:
                 max_overflow=2,
             )
             _configure_sqlite(self.write_engine, inline=True)
+            self.point_engine = create_async_engine(
+                self.url,
+                async_creator=inline_creator(
+                    path,
+                    pragmas=(
+                        *_SQLITE_PRAGMAS,
+                        # A WAL reader waits only in rare moments (recovering the WAL
+                        # index after a crash): briefly, on the loop's thread.
+                        f"PRAGMA busy_timeout={_POINT_READ_BUSY_MS}",
+                        "PRAGMA wal_autocheckpoint=0",
+                    ),
+                ),
+                # As many as the reads a worker's concurrent actions hold at once: an
+                # overflow connection would be opened (file, pragmas) and closed per use.
+                pool_size=pool_size,
+                max_overflow=pool_size,
+            )
+            _configure_sqlite(self.point_engine, inline=True)
         # Rarely written rows read on every request (see store/cache.py).
         self.cache = ReadCache(cache_ttl_s)
         self.cache.attach(self.engine.sync_engine)
         self.cache.attach(self.write_engine.sync_engine)
+        self.cache.attach(self.point_engine.sync_engine)
         self._write_lock: asyncio.Lock | None = None
         self._write_lock_loop: asyncio.AbstractEventLoop | None = None
 
@@ -202,6 +227,13 @@ class Database:
         async with self.engine.connect() as conn, conn.begin():
             yield conn
 
+    @asynccontextmanager
+    async def point_read(self) -> AsyncIterator[AsyncConnection]:
+        """A read of a few rows by key (never a scan or a list): on a SQLite file it
+        runs on the event loop's thread, without aiosqlite's thread hand-off per call."""
+        async with self.point_engine.connect() as conn, conn.begin():
+            yield conn
+
     async def notify(self, conn: AsyncConnection) -> None:
         """Wake listening workers when this transaction commits (PostgreSQL only)."""
         if self.is_postgres:
@@ -235,6 +267,8 @@ class Database:
         await self.engine.dispose()
         if self.write_engine is not self.engine:
             await self.write_engine.dispose()
+        if self.point_engine is not self.engine:
+            await self.point_engine.dispose()
         if self.checkpointer is not None:
             await self.checkpointer.close()
         if self.writer_lock is not None:
