@@ -15,10 +15,11 @@ The final timeline is cut into pieces that each depend on as little as possible:
   frames; made from the raw frames, so no source is decoded twice);
 * the **audio**: narration placed at the scene starts, music looped under it and
   ducked by the narration (``sidechaincompress``), mixed once to a WAV while
-  ``ebur128`` measures it;
-* the **final pass** joins the pieces with the concat demuxer *without re-encoding*
-  (they share every encoder parameter), applies the measured loudness gain and a
-  peak limiter to the mix, encodes AAC and writes the MP4 with ``+faststart``.
+  ``ebur128`` measures it, then given the measured loudness gain and a peak limiter
+  and encoded to AAC; all of it while the segments render;
+* the **final pass** joins the pieces with the concat demuxer and the AAC, both
+  *without re-encoding* (the pieces share every encoder parameter), and writes the
+  MP4 with ``+faststart``: a remux.
 
 The obvious alternative, rendering each scene to an intermediate and then one
 final pass with ``xfade`` + ``ass`` over the whole video, encodes every frame twice
