@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidpipe.core.states import (
@@ -35,6 +35,20 @@ _SUBMITTABLE = (StepState.READY.value, StepState.BLOCKED.value)
 # largest single cost after the framework).
 _INSERT_STEP = insert(steps)
 _INSERT_ATTEMPT = insert(attempts)
+# The worker's reads by key, built once: a statement made per call costs its
+# construction and cache key on every execution (bench/README.md, session 4).
+_GET_STEP = select(steps).where(steps.c.id == bindparam("step_id"))
+_STEPS_OF_JOB = select(steps).where(steps.c.job_id == bindparam("job_id")).order_by(steps.c.id)
+_LEASE_TOKEN = select(steps.c.lease_token).where(steps.c.id == bindparam("step_id"))
+_CURRENT_ATTEMPT = (
+    select(attempts)
+    .where(attempts.c.step_id == bindparam("step_id"))
+    .order_by(attempts.c.number.desc())
+    .limit(1)
+)
+_ATTEMPTS_OF_JOB = (
+    select(attempts).where(attempts.c.job_id == bindparam("job_id")).order_by(attempts.c.id)
+)
 
 
 async def insert_step(conn: AsyncConnection, step: Step) -> None:
@@ -42,12 +56,12 @@ async def insert_step(conn: AsyncConnection, step: Step) -> None:
 
 
 async def get_step(conn: AsyncConnection, step_id: str) -> Step | None:
-    row = (await conn.execute(select(steps).where(steps.c.id == step_id))).mappings().first()
+    row = (await conn.execute(_GET_STEP, {"step_id": step_id})).mappings().first()
     return Step.from_row(row) if row else None
 
 
 async def steps_of_job(conn: AsyncConnection, job_id: str) -> list[Step]:
-    rows = await conn.execute(select(steps).where(steps.c.job_id == job_id).order_by(steps.c.id))
+    rows = await conn.execute(_STEPS_OF_JOB, {"job_id": job_id})
     return [Step.from_row(r) for r in rows.mappings()]
 
 
@@ -206,7 +220,7 @@ async def update_step(
 
 async def holds_lease(conn: AsyncConnection, step: Step) -> bool:
     """Whether the claim of ``step`` (its lease token) is still the current one."""
-    token = await conn.scalar(select(steps.c.lease_token).where(steps.c.id == step.id))
+    token = await conn.scalar(_LEASE_TOKEN, {"step_id": step.id})
     return token == step.lease_token
 
 
@@ -270,25 +284,12 @@ async def insert_attempt(conn: AsyncConnection, attempt: Attempt) -> None:
 
 
 async def current_attempt(conn: AsyncConnection, step_id: str) -> Attempt | None:
-    row = (
-        (
-            await conn.execute(
-                select(attempts)
-                .where(attempts.c.step_id == step_id)
-                .order_by(attempts.c.number.desc())
-                .limit(1)
-            )
-        )
-        .mappings()
-        .first()
-    )
+    row = (await conn.execute(_CURRENT_ATTEMPT, {"step_id": step_id})).mappings().first()
     return Attempt.from_row(row) if row else None
 
 
 async def attempts_of_job(conn: AsyncConnection, job_id: str) -> list[Attempt]:
-    rows = await conn.execute(
-        select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.id)
-    )
+    rows = await conn.execute(_ATTEMPTS_OF_JOB, {"job_id": job_id})
     return [Attempt.from_row(r) for r in rows.mappings()]
 
 
