@@ -48,7 +48,7 @@ async def complete(
     conn: AsyncConnection, job_id: str, tenant_id: str, now: float, settings: Settings
 ) -> None:
     days = await tenant_q.retention_days(conn, tenant_id)
-    await job_q.transition_job(
+    job = await job_q.transition_job(
         conn,
         job_id,
         JobStatus.COMPLETED,
@@ -63,4 +63,5 @@ async def complete(
         type="video.completed",
         data={"status": "completed"},
         now=now,
+        job=job,
     )

@@ -59,7 +59,7 @@ from vidpipe.providers.registry import ProviderRegistry
 from vidpipe.store import jobs as job_q
 from vidpipe.store import steps as step_q
 from vidpipe.store.db import Database
-from vidpipe.store.records import Attempt, Step
+from vidpipe.store.records import Attempt, Job, Step
 
 log = logging.getLogger("vidpipe.executor")
 
@@ -282,10 +282,12 @@ class StepExecutor:
                         conn, self.settings.alert_channels, crossings, now
                     )
                 if job is not None and job.status == JobStatus.QUEUED.value:
-                    await job_q.transition_job(
+                    started = await job_q.transition_job(
                         conn, step.job_id, JobStatus.IN_PROGRESS, started_at=now
                     )
-                    await self._event(conn, step, "video.in_progress", {"status": "in_progress"})
+                    await self._event(
+                        conn, step, "video.in_progress", {"status": "in_progress"}, job=started
+                    )
                 await self._event(
                     conn,
                     step,
@@ -1031,8 +1033,16 @@ class StepExecutor:
             await self._event(conn, step, "step.canceled", {"step": step.name})
 
     async def _event(
-        self, conn: AsyncConnection, step: Step, type: str, data: dict[str, Any]
+        self,
+        conn: AsyncConnection,
+        step: Step,
+        type: str,
+        data: dict[str, Any],
+        *,
+        job: Job | None = None,
     ) -> None:
+        """Record an event; ``job``, when the caller has it as it now stands, saves the
+        read back a public event's webhook payload needs."""
         obs.stage(type, data)
         await events.record(
             conn,
@@ -1041,6 +1051,7 @@ class StepExecutor:
             type=type,
             data=data,
             now=self.clock.now(),
+            job=job,
         )
 
 

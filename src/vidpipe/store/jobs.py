@@ -59,19 +59,24 @@ async def list_jobs(
     return [Job.from_row(r) for r in (await conn.execute(query)).mappings()]
 
 
-async def transition_job(conn: AsyncConnection, job_id: str, to: JobStatus, **values: Any) -> None:
-    """Move a job to ``to`` if its current status allows it, else raise IllegalTransition."""
+async def transition_job(conn: AsyncConnection, job_id: str, to: JobStatus, **values: Any) -> Job:
+    """Move a job to ``to`` if its current status allows it, else raise IllegalTransition.
+
+    Returns the job as it now stands (RETURNING: no read back for its event)."""
     allowed = sources_of(JOB_TRANSITIONS, to)
     result = await conn.execute(
         update(jobs)
         .where(jobs.c.id == job_id, jobs.c.status.in_(allowed))
         .values(status=to.value, **values)
+        .returning(*jobs.c)
     )
-    if result.rowcount != 1:
+    row = result.mappings().first()
+    if row is None:
         current = await conn.scalar(select(jobs.c.status).where(jobs.c.id == job_id))
         raise IllegalTransition(
             f"job {job_id} cannot go from {current} to {to.value}", code="illegal_transition"
         )
+    return Job.from_row(row)
 
 
 async def set_job_progress(conn: AsyncConnection, job_id: str, progress: int) -> None:
