@@ -59,7 +59,7 @@ class Settings(BaseSettings):
         ge=1,
         le=64,
         description="Processes of `vidpipe api` sharing its port (one core each; "
-        "the per-tenant rate limit and /metrics are per process).",
+        "they share the per-tenant rate limit).",
     )
     auth_disabled: bool = Field(
         default=False,

@@ -98,40 +98,16 @@ class Database:
             self.checkpointer = Checkpointer(path)
             if writer_lock.AVAILABLE:
                 self.writer_lock = WriterLock(f"{path}.writer.lock")
-            self.write_engine = create_async_engine(
-                self.url,
-                async_creator=inline_creator(
-                    path,
-                    pragmas=(
-                        *_SQLITE_PRAGMAS,
-                        "PRAGMA busy_timeout=0",
-                        "PRAGMA wal_autocheckpoint=0",  # see Checkpointer
-                    ),
-                ),
-                # One writer at a time per process (the lock below); a spare for the
-                # moment a connection is being returned.
-                pool_size=2,
-                max_overflow=2,
+            # One writer at a time per process (the lock below); a spare for the moment
+            # a connection is being returned.
+            self.write_engine = _inline_engine(self.url, path, busy_timeout_ms=0, pool_size=2)
+            # A WAL reader waits only in rare moments (recovering the WAL index after a
+            # crash): briefly, on the loop's thread. As many connections as the reads a
+            # worker's concurrent actions hold at once: an overflow connection would be
+            # opened (file, pragmas) and closed per use.
+            self.point_engine = _inline_engine(
+                self.url, path, busy_timeout_ms=_POINT_READ_BUSY_MS, pool_size=pool_size
             )
-            _configure_sqlite(self.write_engine, inline=True)
-            self.point_engine = create_async_engine(
-                self.url,
-                async_creator=inline_creator(
-                    path,
-                    pragmas=(
-                        *_SQLITE_PRAGMAS,
-                        # A WAL reader waits only in rare moments (recovering the WAL
-                        # index after a crash): briefly, on the loop's thread.
-                        f"PRAGMA busy_timeout={_POINT_READ_BUSY_MS}",
-                        "PRAGMA wal_autocheckpoint=0",
-                    ),
-                ),
-                # As many as the reads a worker's concurrent actions hold at once: an
-                # overflow connection would be opened (file, pragmas) and closed per use.
-                pool_size=pool_size,
-                max_overflow=pool_size,
-            )
-            _configure_sqlite(self.point_engine, inline=True)
         # Rarely written rows read on every request (see store/cache.py).
         self.cache = ReadCache(cache_ttl_s)
         self.cache.attach(self.engine.sync_engine)
@@ -284,6 +260,25 @@ def _locked(by: str) -> OperationalError:
 
 def _is_locked(exc: OperationalError) -> bool:
     return isinstance(exc.orig, sqlite3.OperationalError) and "locked" in str(exc.orig)
+
+
+def _inline_engine(url: str, path: str, *, busy_timeout_ms: int, pool_size: int) -> AsyncEngine:
+    """An engine of ``sqlite_inline`` connections (calls on the loop's thread)."""
+    engine = create_async_engine(
+        url,
+        async_creator=inline_creator(
+            path,
+            pragmas=(
+                *_SQLITE_PRAGMAS,
+                f"PRAGMA busy_timeout={busy_timeout_ms}",
+                "PRAGMA wal_autocheckpoint=0",  # see Checkpointer
+            ),
+        ),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+    )
+    _configure_sqlite(engine, inline=True)
+    return engine
 
 
 def _configure_sqlite(engine: AsyncEngine, *, inline: bool = False) -> None:

@@ -289,8 +289,7 @@ $("resume").addEventListener("click", async () => {
     // The earlier event stream ended with the failure: follow the new run.
     if (live && typeof live.close === "function") live.close();
     live = null;
-    await reload("detail");
-    follow();
+    await reload("detail"); // render() follows the resumed run
   } catch (err) {
     showError(err);
   } finally {
@@ -317,7 +316,6 @@ $("retry").addEventListener("click", async () => {
 if (requireLogin()) {
   initChrome();
   (async () => {
-    await reload("detail");
-    if (detail) follow();
+    await reload("detail"); // render() follows a running job
   })();
 }
