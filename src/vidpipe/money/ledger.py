@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidpipe.errors import VidpipeError
@@ -91,27 +91,75 @@ async def _limits(conn: AsyncConnection, scopes: Sequence[str]) -> list[tuple[st
     return [(r[0], r[1], int(r[2])) for r in rows]
 
 
+# The statements every settled job runs, built once (see store/jobs.py): executed with
+# a parameter dict they are compiled once, where building them per call cost more
+# CPU than the database spends on them.
+_INSERT_LEDGER = insert(ledger)
+_BILLING_MODE = select(tenants.c.billing_mode).where(tenants.c.id == bindparam("tenant_id"))
+_UNHOLD_BUDGETS = (
+    update(budget_usage)
+    .where(
+        budget_usage.c.scope.in_([bindparam("_tenant_scope"), bindparam("_global_scope")]),
+        budget_usage.c.period == bindparam("_period"),
+        budget_usage.c.period_start == bindparam("_start"),
+    )
+    .values(
+        # A budget created after the reservation never counted it: never below 0.
+        reserved_micros=case(
+            (
+                budget_usage.c.reserved_micros >= bindparam("_reserved"),
+                budget_usage.c.reserved_micros - bindparam("_reserved"),
+            ),
+            else_=0,
+        ),
+        spent_micros=budget_usage.c.spent_micros + bindparam("_spent"),
+    )
+)
+_REFUND_CREDITS = (
+    update(credit_accounts)
+    .where(credit_accounts.c.tenant_id == bindparam("_tenant_id"))
+    .values(
+        balance_micros=credit_accounts.c.balance_micros + bindparam("_delta"),
+        updated_at=bindparam("_now"),
+    )
+)
+_FINISH_ATTEMPT = (
+    update(attempts)
+    .where(attempts.c.id == bindparam("_attempt_id"), attempts.c.money_state == "reserved")
+    .returning(
+        attempts.c.reserved_micros,
+        func.coalesce(attempts.c.reserved_at, attempts.c.created_at),
+    )
+)
+_JOB_HOLD = select(jobs.c.held_micros, jobs.c.held_at).where(
+    jobs.c.id == bindparam("job_id"), jobs.c.held_micros > 0
+)
+_JOB_HOLD_LOCKED = _JOB_HOLD.with_for_update()
+_CLEAR_JOB_HOLD = update(jobs).where(jobs.c.id == bindparam("_job_id"))
+
+
 async def _log(
     conn: AsyncConnection, charge: Charge, kind: str, amount: int, now: float, note: str = ""
 ) -> None:
     await conn.execute(
-        insert(ledger).values(
-            tenant_id=charge.tenant_id,
-            job_id=charge.job_id,
-            step_id=charge.step_id,
-            attempt_id=charge.attempt_id,
-            kind=kind,
-            amount_micros=amount,
-            provider=charge.provider,
-            model=charge.model,
-            note=note or None,
-            created_at=now,
-        )
+        _INSERT_LEDGER,
+        {
+            "tenant_id": charge.tenant_id,
+            "job_id": charge.job_id,
+            "step_id": charge.step_id,
+            "attempt_id": charge.attempt_id,
+            "kind": kind,
+            "amount_micros": amount,
+            "provider": charge.provider,
+            "model": charge.model,
+            "note": note or None,
+            "created_at": now,
+        },
     )
 
 
 async def billing_mode(conn: AsyncConnection, tenant_id: str) -> str:
-    mode = await conn.scalar(select(tenants.c.billing_mode).where(tenants.c.id == tenant_id))
+    mode = await conn.scalar(_BILLING_MODE, {"tenant_id": tenant_id})
     return str(mode or "budget")
 
 
@@ -216,35 +264,22 @@ async def _unhold(
 ) -> None:
     """Move a reservation made at ``reserved_at`` to ``spent`` (may be 0) in every
     budget period it was counted in, and in credits mode refund the unspent part."""
-    scopes = [tenant_scope(charge.tenant_id), GLOBAL]
     for period in PERIODS:
-        start = period_start(period, reserved_at)
         await conn.execute(
-            update(budget_usage)
-            .where(
-                budget_usage.c.scope.in_(scopes),
-                budget_usage.c.period == period,
-                budget_usage.c.period_start == start,
-            )
-            .values(
-                # A budget created after the reservation never counted it: never below 0.
-                reserved_micros=case(
-                    (
-                        budget_usage.c.reserved_micros >= reserved,
-                        budget_usage.c.reserved_micros - reserved,
-                    ),
-                    else_=0,
-                ),
-                spent_micros=budget_usage.c.spent_micros + spent,
-            )
+            _UNHOLD_BUDGETS,
+            {
+                "_tenant_scope": tenant_scope(charge.tenant_id),
+                "_global_scope": GLOBAL,
+                "_period": period,
+                "_start": period_start(period, reserved_at),
+                "_reserved": reserved,
+                "_spent": spent,
+            },
         )
     if await billing_mode(conn, charge.tenant_id) == "credits":
         await conn.execute(
-            update(credit_accounts)
-            .where(credit_accounts.c.tenant_id == charge.tenant_id)
-            .values(
-                balance_micros=credit_accounts.c.balance_micros + reserved - spent, updated_at=now
-            )
+            _REFUND_CREDITS,
+            {"_tenant_id": charge.tenant_id, "_delta": reserved - spent, "_now": now},
         )
 
 
@@ -257,16 +292,12 @@ async def finish_attempt(
     """
     row = (
         await conn.execute(
-            update(attempts)
-            .where(attempts.c.id == attempt_id, attempts.c.money_state == "reserved")
-            .values(
-                money_state="settled" if cost is not None else "released",
-                cost_micros=cost if cost is not None else 0,
-            )
-            .returning(
-                attempts.c.reserved_micros,
-                func.coalesce(attempts.c.reserved_at, attempts.c.created_at),
-            )
+            _FINISH_ATTEMPT,
+            {
+                "_attempt_id": attempt_id,
+                "money_state": "settled" if cost is not None else "released",
+                "cost_micros": cost if cost is not None else 0,
+            },
         )
     ).first()
     if row is None:
@@ -376,16 +407,12 @@ async def release_job_hold(
     db: Database, conn: AsyncConnection, job_id: str, charge: Charge, now: float
 ) -> int:
     """Give back what was reserved when the job was admitted. Idempotent."""
-    query = select(jobs.c.held_micros, jobs.c.held_at).where(
-        jobs.c.id == job_id, jobs.c.held_micros > 0
-    )
-    if db.is_postgres:
-        query = query.with_for_update()
-    row = (await conn.execute(query)).first()
+    query = _JOB_HOLD_LOCKED if db.is_postgres else _JOB_HOLD
+    row = (await conn.execute(query, {"job_id": job_id})).first()
     if row is None:
         return 0
     held, held_at = int(row[0]), float(row[1] or now)
-    await conn.execute(update(jobs).where(jobs.c.id == job_id).values(held_micros=0))
+    await conn.execute(_CLEAR_JOB_HOLD, {"_job_id": job_id, "held_micros": 0})
     await _unhold(conn, charge, held, 0, held_at, now)
     await _log(conn, charge, "release", held, now, "admission hold")
     return held

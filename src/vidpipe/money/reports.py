@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import bindparam, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidpipe.money.ledger import GLOBAL, tenant_scope
@@ -39,25 +39,30 @@ class JobCost:
         }
 
 
+# Built once: every public event of a job reads its costs (the statement's construction
+# cost more than running it).
+_ATTEMPT_COSTS = (
+    select(
+        attempts.c.job_id,
+        func.sum(case((attempts.c.money_state == "reserved", attempts.c.reserved_micros), else_=0)),
+        func.sum(case((attempts.c.money_state == "settled", attempts.c.cost_micros), else_=0)),
+    )
+    .where(attempts.c.job_id.in_(bindparam("job_ids", expanding=True)))
+    .group_by(attempts.c.job_id)
+)
+_JOB_HOLDS = select(jobs.c.id, jobs.c.held_micros).where(
+    jobs.c.id.in_(bindparam("job_ids", expanding=True)), jobs.c.held_micros > 0
+)
+
+
 async def job_costs(conn: AsyncConnection, job_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
     """(reserved, actual) micro-dollars per job: held now, and spent."""
     if not job_ids:
         return {}
-    rows = await conn.execute(
-        select(
-            attempts.c.job_id,
-            func.sum(
-                case((attempts.c.money_state == "reserved", attempts.c.reserved_micros), else_=0)
-            ),
-            func.sum(case((attempts.c.money_state == "settled", attempts.c.cost_micros), else_=0)),
-        )
-        .where(attempts.c.job_id.in_(job_ids))
-        .group_by(attempts.c.job_id)
-    )
+    params = {"job_ids": list(job_ids)}
+    rows = await conn.execute(_ATTEMPT_COSTS, params)
     found = {r[0]: (int(r[1] or 0), int(r[2] or 0)) for r in rows}
-    holds = await conn.execute(
-        select(jobs.c.id, jobs.c.held_micros).where(jobs.c.id.in_(job_ids), jobs.c.held_micros > 0)
-    )
+    holds = await conn.execute(_JOB_HOLDS, params)
     for job_id, held in holds:
         reserved, actual = found.get(job_id, (0, 0))
         found[job_id] = (reserved + int(held), actual)

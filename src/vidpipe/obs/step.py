@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from vidpipe.obs import metrics, tracing
 from vidpipe.obs.logging import bind, bound
@@ -120,18 +120,18 @@ def attempt_ended(step: Step, attempt: Attempt, outcome: str, now: float) -> Non
     metrics.observe_provider_job(step.provider, step.model, outcome, attempt.submitted_at, now)
 
 
+# Read after every delivery: built once.
+_JOB_TIMES = select(jobs.c.status, jobs.c.created_at, jobs.c.completed_at).where(
+    jobs.c.id == bindparam("job_id")
+)
+
+
 async def delivered(db: Database, step: Step, attempt: Attempt, now: float) -> None:
     """A step's output was stored: the provider's time, and the job's if it completed."""
     metrics.observe_provider_job(step.provider, step.model, "succeeded", attempt.submitted_at, now)
     try:
         async with db.point_read() as conn:
-            row = (
-                await conn.execute(
-                    select(jobs.c.status, jobs.c.created_at, jobs.c.completed_at).where(
-                        jobs.c.id == step.job_id
-                    )
-                )
-            ).first()
+            row = (await conn.execute(_JOB_TIMES, {"job_id": step.job_id})).first()
     except Exception:
         log.warning("could not read job %s for its metrics", step.job_id, exc_info=True)
         return

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import Update, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidpipe.core.states import JOB_TRANSITIONS, JobStatus, sources_of
@@ -19,6 +20,33 @@ _INSERT_JOB = insert(jobs)
 _INSERT_EVENT = insert(events)
 _GET_JOB = select(jobs).where(jobs.c.id == bindparam("job_id"), jobs.c.deleted_at.is_(None))
 _GET_TENANT_JOB = _GET_JOB.where(jobs.c.tenant_id == bindparam("tenant_id"))
+# Updates are built once too, without ``values()``: the keys of the parameter dict
+# that name columns make the SET clause (compiled once per set of keys), and the
+# WHERE clause's parameters have names no column has (leading underscore).
+_JOB_PROGRESS = update(jobs).where(
+    jobs.c.id == bindparam("_job_id"),
+    jobs.c.progress < bindparam("_progress"),
+    jobs.c.status.in_((JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value)),
+)
+_RETIRE_ASSET = update(assets).where(
+    assets.c.job_id == bindparam("_job_id"),
+    assets.c.name == bindparam("_name"),
+    assets.c.deleted_at.is_(None),
+)
+_INSERT_ASSET = insert(assets)
+
+
+@functools.cache
+def _transition_statement(to: JobStatus) -> Update:
+    """The guarded update into ``to``: only from the states that may lead there."""
+    return (
+        update(jobs)
+        .where(
+            jobs.c.id == bindparam("_job_id"),
+            jobs.c.status.in_(sources_of(JOB_TRANSITIONS, to)),
+        )
+        .returning(*jobs.c)
+    )
 
 
 async def insert_job(conn: AsyncConnection, job: Job) -> None:
@@ -63,12 +91,8 @@ async def transition_job(conn: AsyncConnection, job_id: str, to: JobStatus, **va
     """Move a job to ``to`` if its current status allows it, else raise IllegalTransition.
 
     Returns the job as it now stands (RETURNING: no read back for its event)."""
-    allowed = sources_of(JOB_TRANSITIONS, to)
     result = await conn.execute(
-        update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.status.in_(allowed))
-        .values(status=to.value, **values)
-        .returning(*jobs.c)
+        _transition_statement(to), {**values, "_job_id": job_id, "status": to.value}
     )
     row = result.mappings().first()
     if row is None:
@@ -82,13 +106,7 @@ async def transition_job(conn: AsyncConnection, job_id: str, to: JobStatus, **va
 async def set_job_progress(conn: AsyncConnection, job_id: str, progress: int) -> None:
     """Progress only moves forward while the job runs (a retry does not rewind it)."""
     await conn.execute(
-        update(jobs)
-        .where(
-            jobs.c.id == job_id,
-            jobs.c.progress < progress,
-            jobs.c.status.in_((JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value)),
-        )
-        .values(progress=progress)
+        _JOB_PROGRESS, {"_job_id": job_id, "_progress": progress, "progress": progress}
     )
 
 
@@ -185,12 +203,7 @@ async def replace_asset(conn: AsyncConnection, **values: Any) -> None:
     """Record a stored file of a job; an earlier file of the same name (a previous
     attempt's, overwritten in storage) is marked deleted."""
     await conn.execute(
-        update(assets)
-        .where(
-            assets.c.job_id == values["job_id"],
-            assets.c.name == values["name"],
-            assets.c.deleted_at.is_(None),
-        )
-        .values(deleted_at=values["created_at"])
+        _RETIRE_ASSET,
+        {"_job_id": values["job_id"], "_name": values["name"], "deleted_at": values["created_at"]},
     )
-    await conn.execute(insert(assets).values(**values))
+    await conn.execute(_INSERT_ASSET, values)

@@ -7,10 +7,11 @@ stalled, another took over) fails loudly instead of overwriting newer state.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import Update, and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidpipe.core.states import (
@@ -49,6 +50,31 @@ _CURRENT_ATTEMPT = (
 _ATTEMPTS_OF_JOB = (
     select(attempts).where(attempts.c.job_id == bindparam("job_id")).order_by(attempts.c.id)
 )
+# Updates built once, without ``values()``: the parameter keys that name columns make
+# the SET clause; the WHERE clause's parameters start with an underscore, a name no
+# column has (see store/jobs.py).
+_GUARDED_STEP = update(steps).where(
+    steps.c.id == bindparam("_step_id"), steps.c.lease_token == bindparam("_token")
+)
+_STEP_STATE_AND_LEASE = select(steps.c.state, steps.c.lease_token).where(
+    steps.c.id == bindparam("step_id")
+)
+_WORKER_HEARTBEAT = update(workers).where(workers.c.id == bindparam("_worker_id"))
+_EXTEND_LEASES = update(steps).where(steps.c.lease_owner == bindparam("_worker_id"))
+
+
+@functools.cache
+def _step_transition(to: StepState) -> Update:
+    """A claimed step's guarded update into ``to`` (lease token and source state)."""
+    return _GUARDED_STEP.where(steps.c.state.in_(sources_of(STEP_TRANSITIONS, to)))
+
+
+@functools.cache
+def _attempt_transition(to: AttemptState) -> Update:
+    return update(attempts).where(
+        attempts.c.id == bindparam("_attempt_id"),
+        attempts.c.state.in_(sources_of(ATTEMPT_TRANSITIONS, to)),
+    )
 
 
 async def insert_step(conn: AsyncConnection, step: Step) -> None:
@@ -198,19 +224,17 @@ async def update_step(
     **values: Any,
 ) -> None:
     """Write a claimed step, guarded by its lease token (and its state when changing it)."""
-    conditions = [steps.c.id == step.id, steps.c.lease_token == step.lease_token]
+    statement = _GUARDED_STEP
     if to is not None:
-        conditions.append(steps.c.state.in_(sources_of(STEP_TRANSITIONS, to)))
+        statement = _step_transition(to)
         values["state"] = to.value
     if release:
         values.update(lease_owner=None, lease_expires_at=None)
-    result = await conn.execute(update(steps).where(*conditions).values(**values))
+    result = await conn.execute(
+        statement, {**values, "_step_id": step.id, "_token": step.lease_token}
+    )
     if result.rowcount != 1:
-        current = (
-            await conn.execute(
-                select(steps.c.state, steps.c.lease_token).where(steps.c.id == step.id)
-            )
-        ).first()
+        current = (await conn.execute(_STEP_STATE_AND_LEASE, {"step_id": step.id})).first()
         if current is not None and current[1] != step.lease_token:
             raise LeaseLost(f"step {step.id}: lease taken over")
         raise IllegalTransition(
@@ -227,9 +251,13 @@ async def holds_lease(conn: AsyncConnection, step: Step) -> bool:
 async def release_lease(conn: AsyncConnection, step: Step) -> None:
     """Give a step back without changing it (e.g. the worker is shutting down)."""
     await conn.execute(
-        update(steps)
-        .where(steps.c.id == step.id, steps.c.lease_token == step.lease_token)
-        .values(lease_owner=None, lease_expires_at=None)
+        _GUARDED_STEP,
+        {
+            "_step_id": step.id,
+            "_token": step.lease_token,
+            "lease_owner": None,
+            "lease_expires_at": None,
+        },
     )
 
 
@@ -269,7 +297,7 @@ async def cancel_unstarted(conn: AsyncConnection, job_id: str, now: float) -> li
 
 async def extend_leases(conn: AsyncConnection, worker_id: str, until: float) -> int:
     result = await conn.execute(
-        update(steps).where(steps.c.lease_owner == worker_id).values(lease_expires_at=until)
+        _EXTEND_LEASES, {"_worker_id": worker_id, "lease_expires_at": until}
     )
     return int(result.rowcount)
 
@@ -297,12 +325,7 @@ async def transition_attempt(
     conn: AsyncConnection, attempt_id: str, to: AttemptState, **values: Any
 ) -> None:
     result = await conn.execute(
-        update(attempts)
-        .where(
-            attempts.c.id == attempt_id,
-            attempts.c.state.in_(sources_of(ATTEMPT_TRANSITIONS, to)),
-        )
-        .values(state=to.value, **values)
+        _attempt_transition(to), {**values, "_attempt_id": attempt_id, "state": to.value}
     )
     if result.rowcount != 1:
         raise IllegalTransition(f"attempt {attempt_id} cannot go to {to.value}")
@@ -321,7 +344,7 @@ async def register_worker(
 async def worker_heartbeat(
     conn: AsyncConnection, worker_id: str, now: float, *, stopped: bool = False
 ) -> None:
-    values: dict[str, Any] = {"heartbeat_at": now}
+    values: dict[str, Any] = {"_worker_id": worker_id, "heartbeat_at": now}
     if stopped:
         values["stopped_at"] = now
-    await conn.execute(update(workers).where(workers.c.id == worker_id).values(**values))
+    await conn.execute(_WORKER_HEARTBEAT, values)

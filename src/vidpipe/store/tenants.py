@@ -153,8 +153,12 @@ async def revoke_key(conn: AsyncConnection, key_id_or_prefix: str, now: float) -
         raise NotFound(f"no active key {key_id_or_prefix!r}", code="key_not_found")
 
 
+_RETENTION_DAYS = select(tenants.c.retention_days).where(tenants.c.id == bindparam("tenant_id"))
+
+
 async def retention_days(conn: AsyncConnection, tenant_id: str) -> int | None:
-    value = await conn.scalar(select(tenants.c.retention_days).where(tenants.c.id == tenant_id))
+    # Read as each job completes: the statement is built once.
+    value = await conn.scalar(_RETENTION_DAYS, {"tenant_id": tenant_id})
     return int(value) if value is not None else None
 
 
