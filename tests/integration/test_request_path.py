@@ -97,3 +97,50 @@ async def test_a_workers_job_reads_by_key_without_thread_hand_offs(harness: Harn
     # sweep, ~7 reads) and one heartbeat per lease_s / 3. Before, ~7 reads a job.
     heartbeats = math.ceil(elapsed / (harness.runtime.settings.lease_s / 3))
     assert counted.get("threaded", 0) <= 10 + heartbeats, (counted, elapsed)
+
+
+async def test_a_workers_jobs_build_no_statement_of_their_own(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The statements a job's steps run (everything under ``StepExecutor.run``) are
+    built once, at import: building one per call (``insert(t).values(...)``,
+    ``update(t).where(...)``) cost more CPU than running it (bench/README.md, session
+    5). The worker's loop (claims per batch, timers) is not per job and not counted."""
+    import sys
+
+    from sqlalchemy.sql import dml, selectable
+
+    built: collections.Counter[str] = collections.Counter()
+    for cls in (dml.Insert, dml.Update, dml.Delete, selectable.Select):
+        original = cls.__init__
+
+        def counting(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> None:
+            caller, frame = None, sys._getframe(1)
+            while frame is not None:
+                code = frame.f_code
+                if caller is None and "vidpipe" in code.co_filename:
+                    caller = f"{code.co_filename.rsplit('/', 1)[-1]}:{code.co_name}"
+                if code.co_name == "run" and code.co_filename.endswith("core/executor.py"):
+                    built[caller or "?"] += 1
+                    break
+                frame = frame.f_back
+            _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "__init__", counting)
+    jobs = 20
+    for _ in range(jobs):
+        await harness.create(model="instant/test")
+    stop = asyncio.Event()
+    worker = harness.runtime.new_worker(validate=False)
+    built.clear()  # what creating the jobs built is the API's, counted elsewhere
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        async with asyncio.timeout(60):
+            while worker.steps_done < 2 * jobs:
+                await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await task
+        harness.runtime.workers.remove(worker)
+    # Each guarded transition is built once per target state, on first use: a few.
+    assert sum(built.values()) <= 8, built
