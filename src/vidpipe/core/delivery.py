@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import importlib
 import inspect
 import json
 import logging
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -282,38 +283,43 @@ class Delivery:
         out = work_dir / "derivatives"
         out.mkdir(parents=True, exist_ok=True)
         moment = deriv.frame_time_s(duration, black)
-        stills = [
-            ("thumbnail.jpg", await asyncio.to_thread(
-                deriv.make_thumbnail, video, out, ffmpeg=ffmpeg, at_s=moment
-            )),
-            ("poster.jpg", await asyncio.to_thread(
-                deriv.make_poster, video, out, ffmpeg=ffmpeg, at_s=moment
-            )),
-        ]  # fmt: skip
-        stored = [
-            await self._put(tenant_id, job_id, name, still.path, "image/jpeg")
-            for name, still in stills
+        # Each is its own ffmpeg run over the file, independent of the others and
+        # mostly single-threaded: run together they keep both cores busy (the job waits
+        # for the slowest, not for the sum).
+        makers: list[tuple[str, Any]] = [
+            ("thumbnail", functools.partial(deriv.make_thumbnail, at_s=moment)),
+            ("poster", functools.partial(deriv.make_poster, at_s=moment)),
+            ("preview", functools.partial(deriv.make_preview, at_s=moment)),
         ]
-        preview = await asyncio.to_thread(
-            deriv.make_preview, video, out, ffmpeg=ffmpeg, at_s=moment
+        if "spritesheet" in wanted:
+            makers.append(("spritesheet", deriv.make_sprite_sheet))
+        if "hls" in wanted:
+            makers.append(("hls", deriv.make_hls))
+        results = await _all_or_first_error(
+            [asyncio.to_thread(make, video, out, ffmpeg=ffmpeg) for _, make in makers]
         )
+        made = {name: result for (name, _), result in zip(makers, results, strict=True)}
+        stored = [
+            await self._put(tenant_id, job_id, name, made[kind].path, "image/jpeg")
+            for kind, name in (("thumbnail", "thumbnail.jpg"), ("poster", "poster.jpg"))
+        ]
+        preview = made["preview"]
         stored.append(
             await self._put(
                 tenant_id, job_id, f"preview.{preview.format}", preview.path,
                 f"image/{preview.format}",
             )
         )  # fmt: skip
-        if "spritesheet" in wanted:
-            sprite = await asyncio.to_thread(deriv.make_sprite_sheet, video, out, ffmpeg=ffmpeg)
+        if "spritesheet" in made:
+            sprite = made["spritesheet"]
             stored.append(
                 await self._put(tenant_id, job_id, "sprite.jpg", sprite.image_path, "image/jpeg")
             )
             stored.append(
                 await self._put(tenant_id, job_id, "sprite.vtt", sprite.vtt_path, "text/vtt")
             )
-        if "hls" in wanted:
-            package = await asyncio.to_thread(deriv.make_hls, video, out, ffmpeg=ffmpeg)
-            hls_dir = package.master_path.parent
+        if "hls" in made:
+            hls_dir = made["hls"].master_path.parent
             for path in sorted(p for p in hls_dir.rglob("*") if p.is_file()):
                 rel = path.relative_to(hls_dir).as_posix().replace("/", "__")
                 kind = "application/vnd.apple.mpegurl" if path.suffix == ".m3u8" else "video/mp2t"
@@ -330,3 +336,13 @@ class Delivery:
         sha = hashlib.sha256(data).hexdigest()
         await self.blobs.put_file(key, path, content_type)
         return StoredFile(name, key, sha, size, content_type)
+
+
+async def _all_or_first_error(runs: Sequence[Awaitable[Any]]) -> list[Any]:
+    """Every result in order; when some fail, the first failure, raised only once all
+    have ended (no ffmpeg left writing into a directory the caller removes)."""
+    results = await asyncio.gather(*runs, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
