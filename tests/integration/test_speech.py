@@ -531,3 +531,21 @@ def _frame_at(path: Path, at_s: float) -> np.ndarray:
             if frame.time is not None and frame.time >= at_s:
                 return np.asarray(frame.to_ndarray(format="rgb24"))
     raise AssertionError(f"no frame at {at_s} s")
+
+
+def test_a_warm_up_loads_the_voice_before_the_first_words(tmp_path: Path) -> None:
+    """``vidpipe short`` starts loading the voice while the database opens: the first
+    speech step then finds it loaded instead of loading it (seconds of one core)."""
+    require("piper")
+    speech_module._load_piper.cache_clear()
+    speech_module._LOADED.clear()
+    assert speech_module.warm_up(engine="espeak-ng") is None  # not piper: nothing to load
+    thread = speech_module.warm_up()
+    assert thread is not None
+    thread.join(timeout=120)
+    loaded = set(speech_module._LOADED)
+    assert loaded == {speech_module.DEFAULT_PIPER_VOICE}
+    assert speech_module.warm_up() is None  # loaded already
+    spoken = synthesize("Ready now.", out_path=tmp_path / "ready.wav", engine="auto")
+    assert spoken.engine == "piper"
+    assert speech_module._load_piper.cache_info().misses == 1  # loaded once, by the warm-up

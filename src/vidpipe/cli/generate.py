@@ -8,6 +8,7 @@ over HTTP.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import time
 from collections.abc import Awaitable, Callable
@@ -69,9 +70,17 @@ async def short_embedded(
 ) -> Outcome:
     """``vidpipe short``: the same plan ``POST /v1/shorts`` makes, run here."""
     from vidpipe.api.plans import parse_body
+    from vidpipe.media import speech
     from vidpipe.plans.shorts import CreateShort, build_short
+    from vidpipe.shorts.templates import get_template
 
     request: CreateShort = parse_body(CreateShort, body)
+    with contextlib.suppress(VidpipeError):  # an unknown template is reported below
+        # The local voice loads (seconds of one core) while the database opens and the
+        # script is written, not when the first speech step needs it.
+        if request.speech_engine in ("auto", "piper"):  # local engines only
+            voice = request.voice or get_template(request.template).defaults.voice
+            speech.warm_up(voice, "piper" if request.speech_engine == "piper" else "auto")
 
     async def create(runtime: Runtime, tenant_id: str) -> Job:
         plan = build_short(request, runtime.settings, runtime.registry)

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 import httpx
 import numpy as np
 
-from vidpipe.errors import InvalidRequest, MediaError
+from vidpipe.errors import InvalidRequest, MediaError, VidpipeError
 from vidpipe.media.alignment import (
     FloatArray,
     WordTiming,
@@ -327,6 +327,8 @@ def _sha256(path: Path) -> str:
 
 
 _PIPER_LOCK = threading.Lock()
+# Names of the voices loaded in this process (what ``_load_piper`` has cached).
+_LOADED: set[str] = set()
 
 
 @functools.cache
@@ -355,7 +357,36 @@ def _load_piper(name: str) -> PiperVoice:
         include_alignments=importlib.util.find_spec("onnx") is not None,
     )
     log.info("speech: loaded piper voice %s from %s", name, model_path)
+    _LOADED.add(name)
     return voice
+
+
+def warm_up(voice: str | None = None, engine: Engine = "auto") -> threading.Thread | None:
+    """Start loading the piper voice that ``synthesize(voice=..., engine=...)`` would use,
+    in a daemon thread, and return it (None when that is not piper or it is loaded).
+
+    Loading takes seconds of one core (hash check, ONNX session); a caller that knows
+    speech is coming (``vidpipe short`` before it opens the database) starts it early
+    so the first speech step finds the voice ready. Failures are left for that step
+    to report: a warm-up only logs them.
+    """
+    try:
+        chosen, name = _choose(engine, voice)
+    except VidpipeError:
+        return None
+    if chosen != "piper" or name in _LOADED:
+        return None
+
+    def load() -> None:
+        try:
+            with _PIPER_LOCK:
+                _load_piper(name)
+        except Exception as exc:  # the speech step raises it properly
+            log.info("speech: warming up piper voice %s failed: %s", name, exc)
+
+    thread = threading.Thread(target=load, name=f"piper-warm-up-{name}", daemon=True)
+    thread.start()
+    return thread
 
 
 def _synthesize_piper(text: str, voice_name: str, out_path: Path) -> Speech:
