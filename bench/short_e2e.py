@@ -256,9 +256,11 @@ def _first(events: list[tuple[str, dict[str, Any], float]], kind: str) -> float 
 def _sum_calls(calls: list[dict[str, Any]], name: str, *, cpu: bool) -> dict[str, float]:
     """Calls, summed wall time and first start to last end of the calls of ``name``.
 
-    ``cpu``: with the CPU of this process and of its ffmpeg children over the calls,
-    which is theirs only where nothing else ran meanwhile (the compose step's phases;
-    before compose, steps run four at a time and each other's CPU would be counted).
+    ``cpu``: with the CPU of this process and of its ffmpeg children from the first
+    call's start to the last one's end, which is theirs only where nothing else ran
+    meanwhile (the compose step's phases, whose calls may run side by side, like the
+    derivatives; before compose, steps run four at a time and each other's CPU would
+    be counted).
     """
     mine = [c for c in calls if c["name"] == name]
     if not mine:
@@ -269,10 +271,10 @@ def _sum_calls(calls: list[dict[str, Any]], name: str, *, cpu: bool) -> dict[str
         "span_s": round(max(c["end"] for c in mine) - min(c["start"] for c in mine), 2),
     }
     if cpu:
-        found["ffmpeg_cpu_s"] = round(
-            sum(c["children_cpu"][1] - c["children_cpu"][0] for c in mine), 2
-        )
-        found["process_cpu_s"] = round(sum(c["self_cpu"][1] - c["self_cpu"][0] for c in mine), 2)
+        first = min(mine, key=lambda c: c["start"])
+        last = max(mine, key=lambda c: c["end"])
+        found["ffmpeg_cpu_s"] = round(last["children_cpu"][1] - first["children_cpu"][0], 2)
+        found["process_cpu_s"] = round(last["self_cpu"][1] - first["self_cpu"][0], 2)
     return found
 
 
@@ -379,9 +381,9 @@ def one_run(args: argparse.Namespace, index: int, keep: Path | None) -> dict[str
             name: _sum_calls(calls, name, cpu=True)
             for name in ("compose", "validation", "derivatives", "store", "deliver_final")
         }
-        inner_known = sum(
-            inner[n].get("wall_s", 0.0) for n in ("compose", "validation", "derivatives")
-        )
+        # Wall with overlaps merged: the derivatives run side by side.
+        busy = {n: _busy_wall(calls, n) for n in ("compose", "validation", "derivatives")}
+        inner_known = sum(busy.values())
         result: dict[str, Any] = {
             "run": index + 1,
             "job_id": job_id,
@@ -397,9 +399,9 @@ def one_run(args: argparse.Namespace, index: int, keep: Path | None) -> dict[str
                 "tail": round(started + wall - completed, 2),
             },
             "compose_step_s": {
-                "compose": inner["compose"].get("wall_s"),
-                "validation": inner["validation"].get("wall_s"),
-                "derivatives": inner["derivatives"].get("wall_s"),
+                "compose": busy["compose"],
+                "validation": busy["validation"],
+                "derivatives": busy["derivatives"],
                 "rest": round(compose["end"] - compose["start"] - inner_known, 2)
                 if calls
                 else None,
