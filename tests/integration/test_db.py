@@ -258,6 +258,47 @@ async def test_inline_writers_checkpoint_the_wal_off_the_loop(sqlite_url: str) -
         await db.dispose()
 
 
+async def test_a_wal_that_cannot_restart_is_emptied_once_past_its_bound(sqlite_url: str) -> None:
+    """Readers overlapping every commit (point reads under load) keep SQLite from ever
+    rewinding the WAL, so it grew without end; past ``max_wal_bytes`` the checkpointer
+    empties it (TRUNCATE), holding writers off meanwhile, and nothing is lost."""
+    db = Database(sqlite_url)
+    assert db.checkpointer is not None
+    db.checkpointer.interval_s = 0.01
+    db.checkpointer.max_wal_bytes = 256 * 1024
+    blob = "x" * 4096
+    try:
+        async with db.write() as conn:
+            await conn.execute(text("CREATE TABLE pages (body TEXT)"))
+        writing = True
+
+        async def read_all_along() -> None:
+            # Point reads under load: one is open across nearly every commit.
+            while writing:
+                async with db.point_read() as reader:
+                    await reader.scalar(text("SELECT count(*) FROM pages"))
+                    await asyncio.sleep(0.003)
+
+        readers = [asyncio.create_task(read_all_along()) for _ in range(2)]
+        try:
+            for _ in range(400):
+                async with db.write() as conn:
+                    await conn.execute(text("INSERT INTO pages VALUES (:b)"), {"b": blob})
+                await asyncio.sleep(0.001)
+        finally:
+            writing = False
+            await asyncio.gather(*readers)
+        async with db.point_read() as reader:
+            rows = await reader.scalar(text("SELECT count(*) FROM pages"))
+        assert rows == 400
+        assert db.checkpointer.truncations >= 1
+        wal_size = await asyncio.to_thread(os.path.getsize, db.checkpointer.path + "-wal")
+        # Without the bound: 3.4 MB of WAL here (every commit appends, none rewinds).
+        assert wal_size < 800_000, wal_size
+    finally:
+        await db.dispose()
+
+
 async def test_writers_of_two_processes_queue_on_the_writer_lock(sqlite_url: str) -> None:
     """The second process's writer waits on the flock (a thread the kernel wakes), not
     on SQLite's lock; it gets in right after the first commits."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -177,12 +178,32 @@ class Checkpointer:
     Inline connections therefore open with ``wal_autocheckpoint = 0`` and call
     :meth:`after_commit`, which runs a PASSIVE checkpoint (it never waits for readers or
     writers) in a thread at most once per ``interval_s``, one at a time.
+
+    A PASSIVE checkpoint copies pages back but never makes the WAL start over: SQLite
+    rewinds it only when a write begins while every frame is checkpointed and no
+    reader still uses one, and under a steady stream of commits a checkpoint never
+    catches up (measured: 167 MB of WAL for an 18 MB database after 25 s of POSTs, and
+    growing). So once the WAL passes ``max_wal_bytes`` the checkpoint is a TRUNCATE:
+    it holds new writers off while it waits (at most ``truncate_wait_ms``) for readers
+    to leave the WAL, copies the rest and empties the file. Writers meanwhile wait in
+    ``Database.write`` as they do for another process's writer; if the readers do not
+    leave in time, the next checkpoint tries again.
     """
 
-    def __init__(self, path: str, *, interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        interval_s: float = 1.0,
+        max_wal_bytes: int = 64 << 20,
+        truncate_wait_ms: int = 500,
+    ) -> None:
         self.path = path
         self.interval_s = interval_s
+        self.max_wal_bytes = max_wal_bytes
+        self.truncate_wait_ms = truncate_wait_ms
         self.runs = 0  # completed checkpoints, for tests
+        self.truncations = 0  # WAL files emptied, for tests
         self._conn: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._next = 0.0
@@ -198,12 +219,21 @@ class Checkpointer:
     def _checkpoint(self) -> None:
         if self._conn is None:
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._conn.execute(f"PRAGMA busy_timeout={int(self.truncate_wait_ms)}")
         try:
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            wal_bytes = os.path.getsize(f"{self.path}-wal")
+        except OSError:
+            wal_bytes = 0
+        mode = "TRUNCATE" if wal_bytes > self.max_wal_bytes else "PASSIVE"
+        try:
+            # (busy, frames in the WAL, frames checkpointed); busy=1 when a TRUNCATE
+            # could not wait out the readers or a writer.
+            busy = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
         except sqlite3.Error:
-            pass  # the next commit's checkpoint tries again
-        else:
-            self.runs += 1
+            return  # the next commit's checkpoint tries again
+        self.runs += 1
+        if mode == "TRUNCATE" and not busy:
+            self.truncations += 1
 
     async def close(self) -> None:
         if self._task is not None:
