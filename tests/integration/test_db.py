@@ -266,6 +266,7 @@ async def test_a_wal_that_cannot_restart_is_emptied_once_past_its_bound(sqlite_u
     assert db.checkpointer is not None
     db.checkpointer.interval_s = 0.01
     db.checkpointer.max_wal_bytes = 256 * 1024
+    db.checkpointer.truncate_retry_s = 0.0
     blob = "x" * 4096
     try:
         async with db.write() as conn:
