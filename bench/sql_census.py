@@ -82,7 +82,7 @@ def statement_kind(sql: str) -> str:
 def instrument(runtime: Runtime, census: Census) -> None:
     # SQLite files have two engines: reads on aiosqlite, writes inline (store/db.py).
     db = runtime.db
-    for sync_engine in {e.sync_engine for e in (db.engine, db.write_engine, db.point_engine)}:
+    for sync_engine in db.sync_engines():
         _count_on(sync_engine, census)
     # Thread hand-offs (aiosqlite's reads); the inline writer makes none.
     original = cast(Callable[..., Awaitable[Any]], aiosqlite.core.Connection._execute)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sqlite3
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -384,7 +385,7 @@ async def test_a_point_read_sees_the_last_commit_while_a_writer_holds_its_transa
                 assert await conn.scalar(text("SELECT sum(v) FROM t")) == 1
                 # The inline driver, not a connection that hands calls to a thread.
                 raw = await conn.get_raw_connection()
-                assert type(raw.driver_connection).__name__ == "InlineConnection"
+                assert isinstance(raw.driver_connection, sqlite3.Connection)
         finally:
             release.set()
             await task

@@ -31,8 +31,8 @@ def _statements(harness: Harness) -> collections.Counter[str]:
             seen[words[0]] += 1
 
     db = harness.runtime.db
-    for engine in {db.engine, db.write_engine, db.point_engine}:  # SQLite files: three
-        event.listen(engine.sync_engine, "before_cursor_execute", _count)
+    for engine in db.sync_engines():  # SQLite files: three
+        event.listen(engine, "before_cursor_execute", _count)
     return seen
 
 
@@ -67,9 +67,10 @@ async def test_a_workers_job_reads_by_key_without_thread_hand_offs(harness: Harn
     if not db.is_sqlite:
         pytest.skip("PostgreSQL has one engine")
     begins: collections.Counter[str] = collections.Counter()
-    for name, engine in (("threaded", db.engine), ("point", db.point_engine)):
+    assert db.inline_reads is not None
+    for name, engine in (("threaded", db.engine.sync_engine), ("point", db.inline_reads)):
         event.listen(
-            engine.sync_engine,
+            engine,
             "begin",
             lambda _c, name=name: begins.__setitem__(name, begins[name] + 1),
         )

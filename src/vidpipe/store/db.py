@@ -10,7 +10,7 @@ is woken the moment the lock is released. Without it, every waiting writer sleep
 retries in SQLite's busy handler (1, 2, 5 … 100 ms), which under load took the p99 of a
 POST to seconds.
 
-On a SQLite file, write transactions run on their own engine whose driver calls SQLite
+On a SQLite file, write transactions run on their own (sync) engine that calls SQLite
 on the event loop's thread (``store/sqlite_inline.py``: no thread hand-off per call) with
 ``busy_timeout = 0``; when another process holds the write lock, ``BEGIN IMMEDIATE``
 answers "locked" at once and is retried after a short asyncio sleep (0.25 ms doubling to
@@ -36,8 +36,7 @@ from typing import Any
 from sqlalchemy import Table, event, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection as SyncConnection
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -49,7 +48,7 @@ from sqlalchemy.ext.asyncio import (
 from vidpipe.config import normalize_database_url
 from vidpipe.store import writer_lock
 from vidpipe.store.cache import CACHE_TTL_S, ReadCache
-from vidpipe.store.sqlite_inline import Checkpointer, inline_creator
+from vidpipe.store.sqlite_inline import Checkpointer, InlineAsyncConnection, inline_engine
 from vidpipe.store.writer_lock import WriterLock, WriterLockTimeout
 
 NOTIFY_CHANNEL = "vidpipe_steps"
@@ -87,10 +86,10 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
-        # The engines of write transactions and of point reads: the same one, except on
-        # a SQLite file.
-        self.write_engine: AsyncEngine = self.engine
-        self.point_engine: AsyncEngine = self.engine
+        # On a SQLite file, write transactions and point reads run on sync engines of
+        # inline connections (store/sqlite_inline.py); elsewhere on ``engine``.
+        self.inline_writes: Engine | None = None
+        self.inline_reads: Engine | None = None
         self.checkpointer: Checkpointer | None = None
         self.writer_lock: WriterLock | None = None
         if file_db:
@@ -100,21 +99,28 @@ class Database:
                 self.writer_lock = WriterLock(f"{path}.writer.lock")
             # One writer at a time per process (the lock below); a spare for the moment
             # a connection is being returned.
-            self.write_engine = _inline_engine(self.url, path, busy_timeout_ms=0, pool_size=2)
+            self.inline_writes = _inline_engine(
+                path, busy_timeout_ms=0, pool_size=2, begin="BEGIN IMMEDIATE"
+            )
             # A WAL reader waits only in rare moments (recovering the WAL index after a
             # crash): briefly, on the loop's thread. As many connections as the reads a
             # worker's concurrent actions hold at once: an overflow connection would be
             # opened (file, pragmas) and closed per use.
-            self.point_engine = _inline_engine(
-                self.url, path, busy_timeout_ms=_POINT_READ_BUSY_MS, pool_size=pool_size
+            self.inline_reads = _inline_engine(
+                path, busy_timeout_ms=_POINT_READ_BUSY_MS, pool_size=pool_size, begin="BEGIN"
             )
         # Rarely written rows read on every request (see store/cache.py).
         self.cache = ReadCache(cache_ttl_s)
-        self.cache.attach(self.engine.sync_engine)
-        self.cache.attach(self.write_engine.sync_engine)
-        self.cache.attach(self.point_engine.sync_engine)
+        for sync_engine in self.sync_engines():
+            self.cache.attach(sync_engine)
         self._write_lock: asyncio.Lock | None = None
         self._write_lock_loop: asyncio.AbstractEventLoop | None = None
+
+    def sync_engines(self) -> list[Engine]:
+        """Every engine this Database runs statements on (one, or three on a SQLite
+        file), as event targets."""
+        extra = [e for e in (self.inline_writes, self.inline_reads) if e is not None]
+        return [self.engine.sync_engine, *extra]
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -140,24 +146,49 @@ class Database:
         try:
             await self._acquire_writer_lock()
             try:
-                conn, transaction = await self._begin_immediate()
-                try:
-                    try:
+                if self.inline_writes is not None:
+                    async with self._inline_write(self.inline_writes) as conn:
                         yield conn
-                    except BaseException:
-                        await transaction.rollback()
-                        raise
-                    await transaction.commit()
-                    if self.checkpointer is not None:
-                        self.checkpointer.after_commit()
-                finally:
-                    self.cache.settle(conn)
-                    await conn.close()
+                else:
+                    async with self._threaded_write() as conn:
+                        yield conn
             finally:
                 if self.writer_lock is not None:
                     self.writer_lock.release()
         finally:
             lock.release()
+
+    @asynccontextmanager
+    async def _inline_write(self, engine: Engine) -> AsyncIterator[AsyncConnection]:
+        sync = await self._begin_inline(engine)
+        conn = InlineAsyncConnection(sync)
+        try:
+            try:
+                yield conn
+            except BaseException:
+                sync.rollback()
+                raise
+            sync.commit()
+            if self.checkpointer is not None:
+                self.checkpointer.after_commit()
+        finally:
+            self.cache.settle(conn)
+            sync.close()
+
+    @asynccontextmanager
+    async def _threaded_write(self) -> AsyncIterator[AsyncConnection]:
+        """A write on aiosqlite's threads (an in-memory database)."""
+        conn, transaction = await self._begin_immediate()
+        try:
+            try:
+                yield conn
+            except BaseException:
+                await transaction.rollback()
+                raise
+            await transaction.commit()
+        finally:
+            self.cache.settle(conn)
+            await conn.close()
 
     async def _acquire_writer_lock(self) -> None:
         """The writers of all processes on this file queue here (store/writer_lock.py)."""
@@ -168,26 +199,38 @@ class Database:
         except WriterLockTimeout:
             raise _locked("another process's writers") from None
 
-    async def _begin_immediate(self) -> tuple[AsyncConnection, AsyncTransaction]:
-        """A connection in a ``BEGIN IMMEDIATE`` transaction, waiting (without blocking
-        the loop) while another process writes; "locked" after SQLITE_BUSY_TIMEOUT_S."""
+    async def _begin_inline(self, engine: Engine) -> Connection:
+        """An inline connection in a ``BEGIN IMMEDIATE`` transaction, waiting (without
+        blocking the loop) while another process writes; "locked" after
+        SQLITE_BUSY_TIMEOUT_S."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SQLITE_BUSY_TIMEOUT_S
         pause = _BEGIN_RETRY_FIRST_S
         while True:
-            conn = await self.write_engine.connect()
+            sync = engine.connect()
             try:
-                await conn.execution_options(**{_IMMEDIATE: True})
-                return conn, await conn.begin()
+                sync.begin()
+                return sync
             except OperationalError as exc:
-                await conn.close()
+                sync.close()
                 if not _is_locked(exc) or loop.time() + pause > deadline:
                     raise
             except BaseException:
-                await conn.close()
+                sync.close()
                 raise
             await asyncio.sleep(pause)
             pause = min(pause * 2, _BEGIN_RETRY_MAX_S)
+
+    async def _begin_immediate(self) -> tuple[AsyncConnection, AsyncTransaction]:
+        """An aiosqlite connection in a ``BEGIN IMMEDIATE`` transaction (the in-memory
+        database: one process, its writers queued on the asyncio lock)."""
+        conn = await self.engine.connect()
+        try:
+            await conn.execution_options(**{_IMMEDIATE: True})
+            return conn, await conn.begin()
+        except BaseException:
+            await conn.close()
+            raise
 
     def _sqlite_write_lock(self) -> asyncio.Lock:
         # An asyncio.Lock belongs to one event loop; a Database used from a later loop
@@ -207,8 +250,16 @@ class Database:
     async def point_read(self) -> AsyncIterator[AsyncConnection]:
         """A read of a few rows by key (never a scan or a list): on a SQLite file it
         runs on the event loop's thread, without aiosqlite's thread hand-off per call."""
-        async with self.point_engine.connect() as conn, conn.begin():
-            yield conn
+        if self.inline_reads is None:
+            async with self.engine.connect() as conn, conn.begin():
+                yield conn
+            return
+        sync = self.inline_reads.connect()
+        try:
+            sync.begin()
+            yield InlineAsyncConnection(sync)
+        finally:
+            sync.close()  # ends the read transaction
 
     async def notify(self, conn: AsyncConnection) -> None:
         """Wake listening workers when this transaction commits (PostgreSQL only)."""
@@ -241,10 +292,9 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-        if self.write_engine is not self.engine:
-            await self.write_engine.dispose()
-        if self.point_engine is not self.engine:
-            await self.point_engine.dispose()
+        for engine in (self.inline_writes, self.inline_reads):
+            if engine is not None:
+                engine.dispose()
         if self.checkpointer is not None:
             await self.checkpointer.close()
         if self.writer_lock is not None:
@@ -262,43 +312,36 @@ def _is_locked(exc: OperationalError) -> bool:
     return isinstance(exc.orig, sqlite3.OperationalError) and "locked" in str(exc.orig)
 
 
-def _inline_engine(url: str, path: str, *, busy_timeout_ms: int, pool_size: int) -> AsyncEngine:
-    """An engine of ``sqlite_inline`` connections (calls on the loop's thread)."""
-    engine = create_async_engine(
-        url,
-        async_creator=inline_creator(
-            path,
-            pragmas=(
-                *_SQLITE_PRAGMAS,
-                f"PRAGMA busy_timeout={busy_timeout_ms}",
-                "PRAGMA wal_autocheckpoint=0",  # see Checkpointer
-            ),
+def _inline_engine(path: str, *, busy_timeout_ms: int, pool_size: int, begin: str) -> Engine:
+    """A sync engine of ``sqlite_inline`` connections (calls on the loop's thread)."""
+    return inline_engine(
+        path,
+        pragmas=(
+            *_SQLITE_PRAGMAS,
+            f"PRAGMA busy_timeout={busy_timeout_ms}",
+            "PRAGMA wal_autocheckpoint=0",  # see Checkpointer
         ),
+        begin=begin,
         pool_size=pool_size,
-        max_overflow=pool_size,
     )
-    _configure_sqlite(engine, inline=True)
-    return engine
 
 
-def _configure_sqlite(engine: AsyncEngine, *, inline: bool = False) -> None:
-    if not inline:  # inline connections are opened configured (sqlite_inline)
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            # Take over transaction control from the driver: it would otherwise BEGIN
-            # deferred transactions lazily, and a deferred reader that later writes
-            # fails with "database is locked" instead of waiting.
-            dbapi_conn.isolation_level = None
-            cursor = dbapi_conn.cursor()
-            for pragma in (
-                *_SQLITE_PRAGMAS,
-                f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}",
-            ):
-                cursor.execute(pragma)
-            cursor.close()
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take over transaction control from the driver: it would otherwise BEGIN
+        # deferred transactions lazily, and a deferred reader that later writes
+        # fails with "database is locked" instead of waiting.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        for pragma in (
+            *_SQLITE_PRAGMAS,
+            f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}",
+        ):
+            cursor.execute(pragma)
+        cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: SyncConnection) -> None:
+    def _on_begin(conn: Connection) -> None:
         immediate = conn.get_execution_options().get(_IMMEDIATE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
