@@ -48,7 +48,12 @@ from sqlalchemy.ext.asyncio import (
 from vidpipe.config import normalize_database_url
 from vidpipe.store import writer_lock
 from vidpipe.store.cache import CACHE_TTL_S, ReadCache
-from vidpipe.store.sqlite_inline import Checkpointer, InlineAsyncConnection, inline_engine
+from vidpipe.store.sqlite_inline import (
+    Checkpointer,
+    HeldConnections,
+    InlineAsyncConnection,
+    inline_engine,
+)
 from vidpipe.store.writer_lock import WriterLock, WriterLockTimeout
 
 NOTIFY_CHANNEL = "vidpipe_steps"
@@ -90,6 +95,8 @@ class Database:
         # inline connections (store/sqlite_inline.py); elsewhere on ``engine``.
         self.inline_writes: Engine | None = None
         self.inline_reads: Engine | None = None
+        self._held_writes: HeldConnections | None = None
+        self._held_reads: HeldConnections | None = None
         self.checkpointer: Checkpointer | None = None
         self.writer_lock: WriterLock | None = None
         if file_db:
@@ -109,6 +116,8 @@ class Database:
             self.inline_reads = _inline_engine(
                 path, busy_timeout_ms=_POINT_READ_BUSY_MS, pool_size=pool_size, begin="BEGIN"
             )
+            self._held_writes = HeldConnections(self.inline_writes, keep=1)
+            self._held_reads = HeldConnections(self.inline_reads, keep=pool_size)
         # Rarely written rows read on every request (see store/cache.py).
         self.cache = ReadCache(cache_ttl_s)
         for sync_engine in self.sync_engines():
@@ -146,8 +155,8 @@ class Database:
         try:
             await self._acquire_writer_lock()
             try:
-                if self.inline_writes is not None:
-                    async with self._inline_write(self.inline_writes) as conn:
+                if self._held_writes is not None:
+                    async with self._inline_write(self._held_writes) as conn:
                         yield conn
                 else:
                     async with self._threaded_write() as conn:
@@ -159,21 +168,20 @@ class Database:
             lock.release()
 
     @asynccontextmanager
-    async def _inline_write(self, engine: Engine) -> AsyncIterator[AsyncConnection]:
-        sync = await self._begin_inline(engine)
-        conn = InlineAsyncConnection(sync)
+    async def _inline_write(self, held: HeldConnections) -> AsyncIterator[AsyncConnection]:
+        conn = await self._begin_inline(held)
         try:
             try:
                 yield conn
             except BaseException:
-                sync.rollback()
+                conn.sync.rollback()
                 raise
-            sync.commit()
+            conn.sync.commit()
             if self.checkpointer is not None:
                 self.checkpointer.after_commit()
         finally:
             self.cache.settle(conn)
-            sync.close()
+            held.release(conn)
 
     @asynccontextmanager
     async def _threaded_write(self) -> AsyncIterator[AsyncConnection]:
@@ -199,7 +207,7 @@ class Database:
         except WriterLockTimeout:
             raise _locked("another process's writers") from None
 
-    async def _begin_inline(self, engine: Engine) -> Connection:
+    async def _begin_inline(self, held: HeldConnections) -> InlineAsyncConnection:
         """An inline connection in a ``BEGIN IMMEDIATE`` transaction, waiting (without
         blocking the loop) while another process writes; "locked" after
         SQLITE_BUSY_TIMEOUT_S."""
@@ -207,16 +215,16 @@ class Database:
         deadline = loop.time() + SQLITE_BUSY_TIMEOUT_S
         pause = _BEGIN_RETRY_FIRST_S
         while True:
-            sync = engine.connect()
+            conn = held.take()
             try:
-                sync.begin()
-                return sync
+                conn.sync.begin()
+                return conn
             except OperationalError as exc:
-                sync.close()
+                held.discard(conn)
                 if not _is_locked(exc) or loop.time() + pause > deadline:
                     raise
             except BaseException:
-                sync.close()
+                held.discard(conn)
                 raise
             await asyncio.sleep(pause)
             pause = min(pause * 2, _BEGIN_RETRY_MAX_S)
@@ -250,16 +258,17 @@ class Database:
     async def point_read(self) -> AsyncIterator[AsyncConnection]:
         """A read of a few rows by key (never a scan or a list): on a SQLite file it
         runs on the event loop's thread, without aiosqlite's thread hand-off per call."""
-        if self.inline_reads is None:
+        held = self._held_reads
+        if held is None:
             async with self.engine.connect() as conn, conn.begin():
                 yield conn
             return
-        sync = self.inline_reads.connect()
+        conn = held.take()
         try:
-            sync.begin()
-            yield InlineAsyncConnection(sync)
+            conn.sync.begin()
+            yield conn
         finally:
-            sync.close()  # ends the read transaction
+            held.release(conn)  # ends the read transaction
 
     async def notify(self, conn: AsyncConnection) -> None:
         """Wake listening workers when this transaction commits (PostgreSQL only)."""
@@ -292,6 +301,9 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        for held in (self._held_writes, self._held_reads):
+            if held is not None:
+                held.close()
         for engine in (self.inline_writes, self.inline_reads):
             if engine is not None:
                 engine.dispose()
