@@ -10,8 +10,14 @@ from typing import Any, Self
 class _FromRow:
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Self:
-        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        names = _FIELD_NAMES.get(cls)
+        if names is None:
+            # Per class, once: rows become records on every read of the hot path.
+            names = _FIELD_NAMES[cls] = frozenset(f.name for f in fields(cls))  # type: ignore[arg-type]
         return cls(**{k: v for k, v in row.items() if k in names})
+
+
+_FIELD_NAMES: dict[type, frozenset[str]] = {}
 
 
 @dataclass(frozen=True)

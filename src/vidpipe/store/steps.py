@@ -91,11 +91,44 @@ async def steps_of_job(conn: AsyncConnection, job_id: str) -> list[Step]:
     return [Step.from_row(r) for r in rows.mappings()]
 
 
-def _due(now: float) -> Any:
+def _due(now: Any) -> Any:
     return and_(
         steps.c.state.in_(_CLAIMABLE),
         steps.c.run_at <= now,
         or_(steps.c.lease_owner.is_(None), steps.c.lease_expires_at < now),
+    )
+
+
+# A claim runs once per free slot, as often as step actions end: its two statements
+# are built once, like a job's (see _GUARDED_STEP).
+_CLAIM_NOW: Any = bindparam("_now")
+_CLAIM_CANDIDATES = (
+    select(steps.c.id, steps.c.state, steps.c.provider)
+    .where(_due(_CLAIM_NOW))
+    # Polls and cancels first: they are cheap and a backlog of new submissions must
+    # not leave running jobs unwatched.
+    .order_by(case((steps.c.state.in_(_SUBMITTABLE), 1), else_=0), steps.c.run_at)
+    .limit(bindparam("_limit"))
+)
+
+
+@functools.cache
+def _claim_chosen(postgres: bool) -> Any:
+    # Re-checked under the row locks: another claimer may have taken a row since.
+    lockable = select(steps.c.id).where(
+        steps.c.id.in_(bindparam("_ids", expanding=True)), _due(_CLAIM_NOW)
+    )
+    if postgres:
+        lockable = lockable.with_for_update(skip_locked=True)
+    return (
+        update(steps)
+        .where(steps.c.id.in_(lockable.scalar_subquery()))
+        .values(
+            lease_owner=bindparam("_owner"),
+            lease_expires_at=bindparam("_expires"),
+            lease_token=steps.c.lease_token + 1,
+        )
+        .returning(*steps.c)
     )
 
 
@@ -131,14 +164,7 @@ async def claim_steps(
     rates = rate_per_min or {}
     async with db.write() as conn:
         candidates = (
-            await conn.execute(
-                select(steps.c.id, steps.c.state, steps.c.provider)
-                .where(_due(now))
-                # Polls and cancels first: they are cheap and a backlog of new
-                # submissions must not leave running jobs unwatched.
-                .order_by(case((steps.c.state.in_(_SUBMITTABLE), 1), else_=0), steps.c.run_at)
-                .limit(limit * 4)
-            )
+            await conn.execute(_CLAIM_CANDIDATES, {"_now": now, "_limit": limit * 4})
         ).all()
         chosen: list[str] = []
         room: dict[str, int] = {}
@@ -156,19 +182,9 @@ async def claim_steps(
             chosen.append(step_id)
         if not chosen:
             return []
-        # Re-checked under the row locks: another claimer may have taken a row since.
-        lockable = select(steps.c.id).where(steps.c.id.in_(chosen), _due(now))
-        if db.is_postgres:
-            lockable = lockable.with_for_update(skip_locked=True)
         result = await conn.execute(
-            update(steps)
-            .where(steps.c.id.in_(lockable.scalar_subquery()))
-            .values(
-                lease_owner=worker_id,
-                lease_expires_at=now + lease_s,
-                lease_token=steps.c.lease_token + 1,
-            )
-            .returning(*steps.c)
+            _claim_chosen(db.is_postgres),
+            {"_ids": chosen, "_now": now, "_owner": worker_id, "_expires": now + lease_s},
         )
         return [Step.from_row(r) for r in result.mappings()]
 
