@@ -393,3 +393,84 @@ async def test_a_point_read_sees_the_last_commit_while_a_writer_holds_its_transa
             assert await conn.scalar(text("SELECT sum(v) FROM t")) == 3
     finally:
         await db.dispose()
+
+
+async def test_a_result_stays_readable_after_its_inline_read_ended(sqlite_url: str) -> None:
+    """Code written for AsyncConnection may read a result after its block: the inline
+    connections' cursors read a statement's rows when it runs, as the asyncio drivers
+    do, even when its connection was closed meanwhile (two reads at once, one kept)."""
+    db = Database(sqlite_url, pool_size=1)
+    try:
+        async with db.write() as conn:
+            await conn.execute(text("CREATE TABLE t (v INTEGER)"))
+            await conn.execute(text("INSERT INTO t VALUES (1), (2), (3)"))
+        gate = asyncio.Event()
+
+        async def read() -> Any:
+            async with db.point_read() as conn:
+                result = await conn.execute(text("SELECT v FROM t ORDER BY v"))
+                await gate.wait()
+            return result
+
+        readers = [asyncio.create_task(read()) for _ in range(2)]
+        await asyncio.sleep(0.01)
+        gate.set()
+        results = await asyncio.gather(*readers)
+        async with db.write() as conn:
+            await conn.execute(text("DELETE FROM t"))
+        assert [[row.v for row in result] for result in results] == [[1, 2, 3]] * 2
+    finally:
+        await db.dispose()
+
+
+async def test_inline_connections_are_kept_and_a_failed_write_leaves_nothing_open(
+    sqlite_url: str,
+) -> None:
+    db = Database(sqlite_url, pool_size=3)
+    assert db.inline_reads is not None
+    assert db.inline_writes is not None
+    checkouts = {"reads": 0, "writes": 0}
+    for name, engine in (("reads", db.inline_reads), ("writes", db.inline_writes)):
+        event.listen(
+            engine,
+            "checkout",
+            lambda *_a, name=name: checkouts.__setitem__(name, checkouts[name] + 1),
+        )
+    try:
+        async with db.write() as conn:
+            await conn.execute(text("CREATE TABLE t (v INTEGER)"))
+
+        async def read_while_others_read(gate: asyncio.Event) -> int:
+            async with db.point_read() as conn:
+                await gate.wait()  # all five hold a connection at once
+                return int(await conn.scalar(text("SELECT count(*) FROM t")))
+
+        gate = asyncio.Event()
+        readers = [asyncio.create_task(read_while_others_read(gate)) for _ in range(5)]
+        await asyncio.sleep(0.01)
+        gate.set()
+        assert await asyncio.gather(*readers) == [0] * 5
+        assert checkouts["reads"] == 5  # five at once: five connections
+        for _ in range(50):
+            async with db.point_read() as conn:
+                await conn.scalar(text("SELECT count(*) FROM t"))
+        assert checkouts["reads"] == 5  # kept (up to pool_size), not checked out again
+
+        async def failing_write() -> None:
+            async with db.write() as conn:
+                await conn.execute(text("INSERT INTO t VALUES (1)"))
+                raise RuntimeError("the caller fails mid-transaction")
+
+        with pytest.raises(RuntimeError):
+            await failing_write()
+        for _ in range(20):
+            async with db.write() as conn:
+                await conn.execute(text("INSERT INTO t VALUES (2)"))
+        assert checkouts["writes"] == 1  # one write connection, kept throughout
+        async with db.point_read() as conn:
+            # The failed transaction's row is not there; the kept connection's next
+            # transactions committed.
+            assert await conn.scalar(text("SELECT count(*) FROM t WHERE v = 1")) == 0
+            assert await conn.scalar(text("SELECT count(*) FROM t WHERE v = 2")) == 20
+    finally:
+        await db.dispose()

@@ -104,17 +104,13 @@ class Database:
             self.checkpointer = Checkpointer(path)
             if writer_lock.AVAILABLE:
                 self.writer_lock = WriterLock(f"{path}.writer.lock")
-            # One writer at a time per process (the lock below); a spare for the moment
-            # a connection is being returned.
-            self.inline_writes = _inline_engine(
-                path, busy_timeout_ms=0, pool_size=2, begin="BEGIN IMMEDIATE"
-            )
+            # One writer at a time per process (the lock below): one connection kept.
+            self.inline_writes = _inline_engine(path, busy_timeout_ms=0, begin="BEGIN IMMEDIATE")
             # A WAL reader waits only in rare moments (recovering the WAL index after a
-            # crash): briefly, on the loop's thread. As many connections as the reads a
-            # worker's concurrent actions hold at once: an overflow connection would be
-            # opened (file, pragmas) and closed per use.
+            # crash): briefly, on the loop's thread. As many kept connections as the
+            # pool's size: one past them is opened (file, pragmas) and closed per use.
             self.inline_reads = _inline_engine(
-                path, busy_timeout_ms=_POINT_READ_BUSY_MS, pool_size=pool_size, begin="BEGIN"
+                path, busy_timeout_ms=_POINT_READ_BUSY_MS, begin="BEGIN"
             )
             self._held_writes = HeldConnections(self.inline_writes, keep=1)
             self._held_reads = HeldConnections(self.inline_reads, keep=pool_size)
@@ -324,7 +320,7 @@ def _is_locked(exc: OperationalError) -> bool:
     return isinstance(exc.orig, sqlite3.OperationalError) and "locked" in str(exc.orig)
 
 
-def _inline_engine(path: str, *, busy_timeout_ms: int, pool_size: int, begin: str) -> Engine:
+def _inline_engine(path: str, *, busy_timeout_ms: int, begin: str) -> Engine:
     """A sync engine of ``sqlite_inline`` connections (calls on the loop's thread)."""
     return inline_engine(
         path,
@@ -334,7 +330,6 @@ def _inline_engine(path: str, *, busy_timeout_ms: int, pool_size: int, begin: st
             "PRAGMA wal_autocheckpoint=0",  # see Checkpointer
         ),
         begin=begin,
-        pool_size=pool_size,
     )
 
 

@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, CursorResult, Engine, ScalarResult
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.expression import Executable
 
 
@@ -239,17 +239,20 @@ class HeldConnections:
             conn.sync.close()
 
 
-def inline_engine(path: str, *, pragmas: Sequence[str], begin: str, pool_size: int) -> Engine:
+def inline_engine(path: str, *, pragmas: Sequence[str], begin: str) -> Engine:
     """A sync engine of inline connections to ``path`` whose transactions start with
-    ``begin`` (``BEGIN`` or ``BEGIN IMMEDIATE``)."""
+    ``begin`` (``BEGIN`` or ``BEGIN IMMEDIATE``).
+
+    No pool: :class:`HeldConnections` keeps the connections. A bounded pool would make
+    a checkout past its bound wait, blocking the event loop's thread while the
+    connections it waits for can only be given back by that loop.
+    """
     engine = create_engine(
         f"sqlite:///{path}",
         creator=inline_creator(path, pragmas=pragmas),
-        poolclass=QueuePool,
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        # Every use ends its transaction (commit, or rollback on the way out): the
-        # pool's extra rollback on return would find nothing to do.
+        poolclass=NullPool,
+        # Every use ends its transaction (commit, or rollback on the way out): a
+        # rollback on return would find nothing to do.
         pool_reset_on_return=None,
     )
 
