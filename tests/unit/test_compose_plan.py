@@ -194,6 +194,37 @@ def test_every_piece_is_encoded_with_the_same_parameters() -> None:
     assert _encoder(segment)[2:8] == ["-preset", "faster", "-crf", "23", "-pix_fmt", "yuv420p"]
 
 
+def test_a_thread_count_goes_to_every_encoder_and_changes_nothing_else() -> None:
+    spec = _spec(2.0, 2.0)
+    timeline = plan_timeline(spec)
+    plain = build_segment_args(spec, timeline, 0, Path("/o"))
+    segment = build_segment_args(spec, timeline, 0, Path("/o"), encoder_threads=1)
+    transition = build_transition_args(
+        spec,
+        timeline,
+        0,
+        tail=Path("/t.nut"),
+        head=Path("/h.nut"),
+        out=Path("/x.mp4"),
+        encoder_threads=1,
+    )
+    assert "-threads" not in plain
+    assert _encoder(segment)[:4] == ["-c:v", "libx264", "-threads", "1"]
+    assert _encoder(segment) == _encoder(transition)
+    at = segment.index("-threads")
+    assert segment[:at] + segment[at + 2 :] == plain
+
+
+def test_encoders_share_the_cpus_among_the_pieces_that_run_at_once() -> None:
+    import os
+
+    cpus = len(os.sched_getaffinity(0))
+    assert compose.encoder_threads(1) == cpus
+    assert compose.encoder_threads(2) == max(1, cpus // 2)
+    assert compose.encoder_threads(cpus * 4) == 1
+    assert compose.encoder_threads(0) == cpus
+
+
 @pytest.mark.parametrize(("kind", "name"), [("fade", "fade"), ("slide", "slideleft")])
 def test_transition_args_cross_the_raw_frames(kind: str, name: str) -> None:
     spec = _spec(2.0, 2.0, transition=kind, captions_ass=Path("/in/c.ass"))

@@ -228,11 +228,14 @@ def plan_timeline(spec: ComposeSpec) -> Timeline:
 # --- ffmpeg arguments: pure --------------------------------------------------------------
 
 
-def _encoder_args(spec: ComposeSpec) -> list[str]:
+def _encoder_args(spec: ComposeSpec, threads: int | None) -> list[str]:
     # Identical in every piece, so the pieces can be joined without re-encoding: same
-    # profile, pixel format, frame rate and MP4 timescale.
+    # profile, pixel format, frame rate and MP4 timescale. The thread count changes
+    # how the work is spread, not the format (``None``: x264's own choice).
+    thread_args = [] if threads is None else ["-threads", str(threads)]
     return [
         "-c:v", "libx264",
+        *thread_args,
         "-preset", spec.preset,
         "-crf", str(spec.crf),
         "-pix_fmt", "yuv420p",
@@ -337,7 +340,12 @@ def _captions_filter(offset_s: float) -> str:
 
 
 def build_segment_args(
-    spec: ComposeSpec, timeline: Timeline, index: int, out_dir: Path
+    spec: ComposeSpec,
+    timeline: Timeline,
+    index: int,
+    out_dir: Path,
+    *,
+    encoder_threads: int | None = None,
 ) -> list[str]:
     """ffmpeg arguments that render scene ``index``'s segment into ``out_dir``.
 
@@ -379,7 +387,8 @@ def build_segment_args(
             f"{source['tail']}trim=start_frame={place.frames - overlap},setpts=PTS-STARTPTS[tail]"
         )
     args = ["-i", str(scene.visual.resolve()), "-filter_complex", ";".join(graph)]
-    args += ["-map", "[body]", *_encoder_args(spec), "-f", "mp4", str(out_dir / BODY_FILE)]
+    args += ["-map", "[body]", *_encoder_args(spec, encoder_threads)]
+    args += ["-f", "mp4", str(out_dir / BODY_FILE)]
     for name, filename in outputs[1:]:
         args += ["-map", f"[{name}]", "-c:v", "rawvideo", "-r", str(spec.fps)]
         args += ["-f", "nut", str(out_dir / filename)]
@@ -387,7 +396,14 @@ def build_segment_args(
 
 
 def build_transition_args(
-    spec: ComposeSpec, timeline: Timeline, index: int, *, tail: Path, head: Path, out: Path
+    spec: ComposeSpec,
+    timeline: Timeline,
+    index: int,
+    *,
+    tail: Path,
+    head: Path,
+    out: Path,
+    encoder_threads: int | None = None,
 ) -> list[str]:
     """ffmpeg arguments for the transition from scene ``index`` to ``index + 1``.
 
@@ -411,7 +427,7 @@ def build_transition_args(
     return [
         "-i", str(tail), "-i", str(head),
         "-filter_complex", chain,
-        "-map", "[v]", *_encoder_args(spec),
+        "-map", "[v]", *_encoder_args(spec, encoder_threads),
         "-f", "mp4", str(out),
     ]  # fmt: skip
 
