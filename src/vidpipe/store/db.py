@@ -295,11 +295,16 @@ class Database:
         """The URL asyncpg.connect() understands (no SQLAlchemy driver suffix)."""
         return self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
-    async def dispose(self) -> None:
-        await self.engine.dispose()
+    def release_held_connections(self) -> None:
+        """Close the inline connections kept between uses (not those in use: they are
+        kept or closed when given back); the next use opens new ones."""
         for held in (self._held_writes, self._held_reads):
             if held is not None:
                 held.close()
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+        self.release_held_connections()
         for engine in (self.inline_writes, self.inline_reads):
             if engine is not None:
                 engine.dispose()

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, CursorResult, Engine, ScalarResult
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import NullPool
@@ -256,10 +256,18 @@ def inline_engine(path: str, *, pragmas: Sequence[str], begin: str) -> Engine:
         pool_reset_on_return=None,
     )
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql(begin)
+    # The dialect's own BEGIN (pysqlite's does nothing: the driver's lazy BEGIN is off)
+    # rather than a "begin" event listener: an engine with any listener makes every
+    # statement go through SQLAlchemy's event dispatch (before/after execute, before/
+    # after cursor execute), empty or not.
+    def do_begin(dbapi_connection: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(begin)
+        finally:
+            cursor.close()
 
+    engine.dialect.do_begin = do_begin  # type: ignore[method-assign]
     return engine
 
 
