@@ -35,9 +35,7 @@ def _statements(harness: Harness) -> collections.Counter[str]:
     db = harness.runtime.db
     if not db.is_sqlite:
         for engine in db.sync_engines():
-            event.listen(
-                engine, "before_cursor_execute", lambda _c, _cur, sql, *_a: _count(sql)
-            )
+            event.listen(engine, "before_cursor_execute", lambda _c, _cur, sql, *_a: _count(sql))
         return seen
     # Connections opened from now on are traced; the kept ones are let go so that the
     # next use opens (and traces) a new one.
