@@ -218,3 +218,22 @@ async def test_idempotency_keys_bind_for_their_retention_then_expire(
             assert await job_q.purge_idempotency_keys(conn, clock.now() + 1) == 1
     finally:
         await rt.close()
+
+
+async def test_a_retention_change_applies_to_the_next_completion_at_once(
+    runtime: Runtime,
+) -> None:
+    """The retention is read from the cached tenant settings as each job completes;
+    a change made in this process must not wait for the cache to expire."""
+    tenant = await _tenant(runtime)
+    async with runtime.db.point_read() as conn:
+        assert await tenant_q.retention_days(conn, tenant) is None  # now cached
+    async with runtime.db.write() as conn:
+        await tenant_q.set_retention_days(conn, tenant, 7)
+    async with runtime.db.point_read() as conn:
+        assert await tenant_q.retention_days(conn, tenant) == 7
+        assert (await tenant_q.tenant_settings(conn, tenant)).retention_days == 7
+    async with runtime.db.write() as conn:
+        await tenant_q.set_retention_days(conn, tenant, None)
+    async with runtime.db.point_read() as conn:
+        assert await tenant_q.retention_days(conn, tenant) is None

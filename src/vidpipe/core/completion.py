@@ -14,6 +14,7 @@ from vidpipe.core import events
 from vidpipe.core.states import JobStatus
 from vidpipe.store import jobs as job_q
 from vidpipe.store import tenants as tenant_q
+from vidpipe.store.records import Job
 from vidpipe.store.schema import jobs
 
 REVIEW_REQUIRED = "required"
@@ -23,8 +24,10 @@ REVIEW_APPROVED = "approved"
 
 async def work_done(
     conn: AsyncConnection, job_id: str, tenant_id: str, now: float, settings: Settings
-) -> None:
-    """Every step succeeded: complete the job, or ask for its review."""
+) -> Job | None:
+    """Every step succeeded: complete the job, or ask for its review.
+
+    Returns the job as completed here, None when it waits for its review."""
     job = await job_q.get_job(conn, job_id)
     if job is not None and job.review_state == REVIEW_REQUIRED:
         await conn.execute(
@@ -40,13 +43,14 @@ async def work_done(
             data={"review_state": REVIEW_PENDING},
             now=now,
         )
-        return
-    await complete(conn, job_id, tenant_id, now, settings)
+        return None
+    return await complete(conn, job_id, tenant_id, now, settings)
 
 
 async def complete(
     conn: AsyncConnection, job_id: str, tenant_id: str, now: float, settings: Settings
-) -> None:
+) -> Job:
+    """Complete the job (IllegalTransition if its status does not allow it); returns it."""
     days = await tenant_q.retention_days(conn, tenant_id)
     job = await job_q.transition_job(
         conn,
@@ -65,3 +69,4 @@ async def complete(
         now=now,
         job=job,
     )
+    return job

@@ -697,11 +697,13 @@ class StepExecutor:
                     "cost_usd": to_usd(cost),
                 },
             )
-            await self._after_success(conn, step, now)
-        await obs.delivered(self.db, step, attempt, now)
+            completed = await self._after_success(conn, step, now)
+        obs.delivered(step, attempt, now, completed)
 
-    async def _after_success(self, conn: AsyncConnection, step: Step, now: float) -> None:
-        """Start the steps that were waiting for this one, or complete the job."""
+    async def _after_success(self, conn: AsyncConnection, step: Step, now: float) -> Job | None:
+        """Start the steps that were waiting for this one, or complete the job.
+
+        Returns the job when this success completed it (not held for review)."""
         # Steps of one plan finishing at once must see each other's success: the last
         # one to commit starts what waited for both (PostgreSQL reads committed data,
         # so without this neither would).
@@ -709,8 +711,7 @@ class StepExecutor:
         plan = await step_q.steps_of_job(conn, step.job_id)
         done = {s.id for s in plan if s.state == StepState.SUCCEEDED.value} | {step.id}
         if all(s.id in done for s in plan):
-            await completion.work_done(conn, step.job_id, step.tenant_id, now, self.settings)
-            return
+            return await completion.work_done(conn, step.job_id, step.tenant_id, now, self.settings)
         # Read in this transaction, after the step's own success: its output is here.
         outputs = {s.name: s.output for s in plan if s.output is not None}
         for other in plan:
@@ -725,13 +726,14 @@ class StepExecutor:
                     await self._fail_step_in(
                         conn, other, Failure(ErrorClass.PERMANENT, exc.code, exc.message), now
                     )
-                    return
+                    return None
                 await step_q.update_step(
                     conn, other, to=StepState.READY, params=params, run_at=now, updated_at=now
                 )
         await self._update_job_progress(conn, step, 100, plan=plan)
         await self.db.notify(conn)
         self.wake()
+        return None
 
     async def _update_job_progress(
         self, conn: AsyncConnection, step: Step, progress: int, plan: list[Step] | None = None

@@ -16,13 +16,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, select
-
 from vidpipe.obs import metrics, tracing
 from vidpipe.obs.logging import bind, bound
-from vidpipe.store.db import Database
-from vidpipe.store.records import Attempt, Step
-from vidpipe.store.schema import jobs
+from vidpipe.store.records import Attempt, Job, Step
 
 log = logging.getLogger("vidpipe.jobs")
 
@@ -120,29 +116,18 @@ def attempt_ended(step: Step, attempt: Attempt, outcome: str, now: float) -> Non
     metrics.observe_provider_job(step.provider, step.model, outcome, attempt.submitted_at, now)
 
 
-# Read after every delivery: built once.
-_JOB_TIMES = select(jobs.c.status, jobs.c.created_at, jobs.c.completed_at).where(
-    jobs.c.id == bindparam("job_id")
-)
-
-
-async def delivered(db: Database, step: Step, attempt: Attempt, now: float) -> None:
-    """A step's output was stored: the provider's time, and the job's if it completed."""
+def delivered(step: Step, attempt: Attempt, now: float, completed: Job | None) -> None:
+    """A step's output was stored: the provider's time, and the job's when this very
+    delivery ``completed`` it (the job as its transaction left it, not read back)."""
     metrics.observe_provider_job(step.provider, step.model, "succeeded", attempt.submitted_at, now)
-    try:
-        async with db.point_read() as conn:
-            row = (await conn.execute(_JOB_TIMES, {"job_id": step.job_id})).first()
-    except Exception:
-        log.warning("could not read job %s for its metrics", step.job_id, exc_info=True)
+    if completed is None or completed.status != "completed":
         return
-    # Completed by this very delivery (not held for review, not by someone else).
-    if row is not None and row[0] == "completed" and row[2] == now:
-        metrics.observe_job_completed(step.provider, float(row[1]), now)
-        log.info(
-            "job completed in %.1f s",
-            now - float(row[1]),
-            extra={"duration_s": round(now - float(row[1]), 3)},
-        )
+    metrics.observe_job_completed(step.provider, completed.created_at, now)
+    log.info(
+        "job completed in %.1f s",
+        now - completed.created_at,
+        extra={"duration_s": round(now - completed.created_at, 3)},
+    )
 
 
 def validation_failed(provider: str, code: str, report: Mapping[str, Any] | None) -> None:

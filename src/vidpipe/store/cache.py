@@ -1,8 +1,9 @@
 """Short-lived, per-process caches of rows that every request reads and few write.
 
-Tenant settings (usage limits, review), price overrides and webhook endpoints are read
-on every ``POST /v1/videos`` (and price overrides on every attempt), but change only by
-an admin's or a tenant's explicit call. Each is kept here for ``ttl_s`` (5 s).
+Tenant settings (usage limits, review, retention), price overrides and webhook
+endpoints are read on every ``POST /v1/videos`` (price overrides on every attempt, the
+retention as every job completes), but change only by an admin's or a tenant's explicit
+call. Each is kept here for ``ttl_s`` (5 s).
 
 Staleness, by design:
 - a write made through vidpipe's functions in **this** process is seen at once: the
@@ -10,8 +11,9 @@ Staleness, by design:
   (so a read that raced the commit is not kept either);
 - a write made by **another** process (a second API process, a worker, the CLI) is seen
   within ``ttl_s``: for up to 5 s a new usage limit is not applied yet, a changed price
-  override is not used by new estimates yet, and a new or disabled webhook endpoint is
-  not in the fan-out yet.
+  override is not used by new estimates yet, a new or disabled webhook endpoint is
+  not in the fan-out yet, and a changed retention does not set the expiry of the jobs
+  completing meanwhile.
 
 What guards money is never cached: budgets, reservations, the prepaid balance and the
 billing mode are read in the transaction that uses them.

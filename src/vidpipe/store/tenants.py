@@ -45,19 +45,21 @@ async def get_tenant(conn: AsyncConnection, tenant_id: str) -> Tenant | None:
 
 @dataclass(frozen=True)
 class TenantSettings:
-    """What creating a video needs to know about its tenant."""
+    """What creating and completing a video need to know about its tenant."""
 
     limits: dict[str, Any] | None = None
     require_review: bool = False
+    retention_days: int | None = None
 
 
-_SETTINGS = select(tenants.c.limits, tenants.c.require_review).where(
+_SETTINGS = select(tenants.c.limits, tenants.c.require_review, tenants.c.retention_days).where(
     tenants.c.id == bindparam("tenant_id")
 )
 
 
 async def tenant_settings(conn: AsyncConnection, tenant_id: str) -> TenantSettings:
-    """Usage limits and review setting of a tenant (defaults if there is no such tenant).
+    """Usage limits, review and retention settings of a tenant (defaults if there is no
+    such tenant).
 
     Cached: a change made by another process applies within a few seconds
     (store/cache.py); ``update_tenant`` in this process applies at once.
@@ -67,7 +69,7 @@ async def tenant_settings(conn: AsyncConnection, tenant_id: str) -> TenantSettin
         row = (await conn.execute(_SETTINGS, {"tenant_id": tenant_id})).first()
         if row is None:
             return TenantSettings()
-        return TenantSettings(row[0], bool(row[1]))
+        return TenantSettings(row[0], bool(row[1]), int(row[2]) if row[2] is not None else None)
 
     return await cache.cached(conn, "tenant_settings", tenant_id, load)
 
@@ -153,17 +155,13 @@ async def revoke_key(conn: AsyncConnection, key_id_or_prefix: str, now: float) -
         raise NotFound(f"no active key {key_id_or_prefix!r}", code="key_not_found")
 
 
-_RETENTION_DAYS = select(tenants.c.retention_days).where(tenants.c.id == bindparam("tenant_id"))
-
-
 async def retention_days(conn: AsyncConnection, tenant_id: str) -> int | None:
-    # Read as each job completes: the statement is built once.
-    value = await conn.scalar(_RETENTION_DAYS, {"tenant_id": tenant_id})
-    return int(value) if value is not None else None
+    """Read as each job completes: from the cached settings (``tenant_settings``)."""
+    return (await tenant_settings(conn, tenant_id)).retention_days
 
 
 async def set_retention_days(conn: AsyncConnection, tenant_id: str, days: int | None) -> None:
-    await conn.execute(update(tenants).where(tenants.c.id == tenant_id).values(retention_days=days))
+    await update_tenant(conn, tenant_id, {"retention_days": days})
 
 
 async def list_tenants(conn: AsyncConnection) -> list[Tenant]:
