@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 
 from vidpipe.money import ledger
-from vidpipe.money.reports import credit_balance
+from vidpipe.money.reports import credit_balance, job_cost, job_costs
 from vidpipe.store import migrate
 from vidpipe.store.db import Database
 from vidpipe.store.schema import attempts, budget_usage, jobs, steps, tenants
@@ -132,8 +132,12 @@ async def _apply(
             await ledger.refund_job(db, conn, job, NOW, "test")
 
 
-async def _check(db: Database, tenant: str, credits_mode: bool) -> None:
+async def _check(db: Database, tenant: str, job: str, credits_mode: bool) -> None:
     async with db.read() as conn:
+        # The one-job reading every public event makes agrees with the many-job one.
+        many = await job_costs(conn, [job, "job_missing"])
+        assert await job_cost(conn, job) == many.get(job, (0, 0))
+        assert await job_cost(conn, "job_missing") == (0, 0) == many.get("job_missing", (0, 0))
         sums = {
             row[0]: int(row[1])
             for row in await conn.execute(
@@ -181,7 +185,7 @@ async def _run(url: str, sequence: list[tuple[str, int]], credits_mode: bool) ->
             # A refusal rolls the whole transaction back; the books must still add up.
             with contextlib.suppress(ledger.BudgetExceeded, ledger.InsufficientCredits):
                 await _apply(db, tenant, job, n, op, amount, held)
-            await _check(db, tenant, credits_mode)
+            await _check(db, tenant, job, credits_mode)
     finally:
         await db.dispose()
 
@@ -197,3 +201,28 @@ def test_random_sequences_keep_the_books(tmp_path: Path, credits_mode: bool) -> 
         asyncio.run(_run(url, sequence, credits_mode))
 
     run()
+
+
+def test_one_jobs_cost_counts_its_hold_and_its_attempts(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'hold.db'}"
+    migrate.upgrade(url)
+
+    async def run() -> None:
+        db = Database(url)
+        try:
+            await _setup(db, "th", "job_th", False)
+            async with db.write() as conn:
+                await conn.execute(
+                    update(jobs).where(jobs.c.id == "job_th").values(held_micros=500)
+                )
+            await _apply(db, "th", "job_th", 1, "reserve", 400, held := [])
+            await _apply(db, "th", "job_th", 2, "reserve", 300, held)
+            await _apply(db, "th", "job_th", 3, "settle", 250, held)
+            async with db.read() as conn:
+                # Held 500, reserved 300 (the second attempt), settled 250 (the first).
+                assert await job_cost(conn, "job_th") == (800, 250)
+                assert (await job_costs(conn, ["job_th"]))["job_th"] == (800, 250)
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())

@@ -40,7 +40,7 @@ async def record(
         if job is None:
             return
     if money is None:
-        money = (await reports.job_costs(conn, [job_id])).get(job_id, (0, 0))
+        money = await reports.job_cost(conn, job_id)
     await webhooks.fan_out(
         conn,
         tenant_id=tenant_id,

@@ -55,6 +55,22 @@ _JOB_HOLDS = select(jobs.c.id, jobs.c.held_micros).where(
 )
 
 
+# One job's (reserved, actual) in one statement: every public event of a job reads it.
+# The sums come back NULL for a job without attempts; the hold is NULL for no job.
+_ONE_JOB_COSTS = select(
+    func.sum(case((attempts.c.money_state == "reserved", attempts.c.reserved_micros), else_=0)),
+    func.sum(case((attempts.c.money_state == "settled", attempts.c.cost_micros), else_=0)),
+    select(jobs.c.held_micros).where(jobs.c.id == bindparam("job_id")).scalar_subquery(),
+).where(attempts.c.job_id == bindparam("job_id"))
+
+
+async def job_cost(conn: AsyncConnection, job_id: str) -> tuple[int, int]:
+    """(reserved, actual) micro-dollars of one job, as ``job_costs`` gives them."""
+    row = (await conn.execute(_ONE_JOB_COSTS, {"job_id": job_id})).one()
+    reserved, actual, held = (int(value or 0) for value in row)
+    return reserved + max(held, 0), actual
+
+
 async def job_costs(conn: AsyncConnection, job_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
     """(reserved, actual) micro-dollars per job: held now, and spent."""
     if not job_ids:
