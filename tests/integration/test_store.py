@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from vidpipe.config import Settings
 from vidpipe.core.clock import ManualClock
@@ -237,3 +237,56 @@ async def test_a_retention_change_applies_to_the_next_completion_at_once(
         await tenant_q.set_retention_days(conn, tenant, None)
     async with runtime.db.point_read() as conn:
         assert await tenant_q.retention_days(conn, tenant) is None
+
+
+def _asset_row(job_id: str, tenant: str, name: str, sha: str, now: float) -> dict[str, object]:
+    return {
+        "id": f"asset_{name}_{sha}",
+        "tenant_id": tenant,
+        "job_id": job_id,
+        "step_id": None,
+        "name": name,
+        "key": f"{job_id}/{name}",
+        "sha256": sha,
+        "bytes": 1,
+        "content_type": "application/octet-stream",
+        "media": None,
+        "validation": None,
+        "created_at": now,
+    }
+
+
+async def test_replacing_assets_retires_only_the_earlier_files_of_the_same_names(
+    runtime: Runtime,
+) -> None:
+    from vidpipe.store.schema import assets
+
+    tenant = await _tenant(runtime)
+    (job_id,) = await _jobs(runtime, 1)
+    (other,) = await _jobs(runtime, 1)
+    first = [_asset_row(job_id, tenant, n, "a", 1.0) for n in ("video.mp4", "thumb.jpg")]
+    async with runtime.db.write() as conn:
+        await job_q.replace_assets(conn, first)
+        await job_q.replace_assets(conn, [_asset_row(other, tenant, "video.mp4", "o", 1.0)])
+    async with runtime.db.write() as conn:  # a second delivery: the video only
+        await job_q.replace_assets(conn, [_asset_row(job_id, tenant, "video.mp4", "b", 2.0)])
+    async with runtime.db.read() as conn:
+        rows = (
+            await conn.execute(
+                select(assets.c.job_id, assets.c.name, assets.c.sha256, assets.c.deleted_at)
+            )
+        ).all()
+    state = {(r.job_id, r.name, r.sha256): r.deleted_at for r in rows}
+    assert state == {
+        (job_id, "video.mp4", "a"): 2.0,  # retired by the second delivery
+        (job_id, "thumb.jpg", "a"): None,  # not in it: kept
+        (job_id, "video.mp4", "b"): None,
+        (other, "video.mp4", "o"): None,  # another job's file of the same name
+    }
+    async with runtime.db.write() as conn:
+        with pytest.raises(ValueError, match="one job, each name once"):
+            await job_q.replace_assets(conn, [first[0], first[0]])
+        with pytest.raises(ValueError, match="one job, each name once"):
+            await job_q.replace_assets(
+                conn, [first[0], _asset_row(other, tenant, "x.mp4", "x", 3.0)]
+            )

@@ -647,25 +647,25 @@ class StepExecutor:
                 conn, attempt.id, AttemptState.SUCCEEDED, finished_at=now
             )
             await ledger.finish_attempt(conn, attempt.id, self._charge(step, attempt), cost, now)
-            asset_id = ""
-            for stored in (video, *delivered.extras):
-                one = new_id("asset")
-                asset_id = asset_id or one
-                await job_q.replace_asset(
-                    conn,
-                    id=one,
-                    tenant_id=step.tenant_id,
-                    job_id=step.job_id,
-                    step_id=step.id,
-                    name=stored.name,
-                    key=stored.key,
-                    sha256=stored.sha256,
-                    bytes=stored.bytes,
-                    content_type=stored.content_type,
-                    media=stored.media,
-                    validation=stored.validation,
-                    created_at=now,
-                )
+            rows = [
+                {
+                    "id": new_id("asset"),
+                    "tenant_id": step.tenant_id,
+                    "job_id": step.job_id,
+                    "step_id": step.id,
+                    "name": stored.name,
+                    "key": stored.key,
+                    "sha256": stored.sha256,
+                    "bytes": stored.bytes,
+                    "content_type": stored.content_type,
+                    "media": stored.media,
+                    "validation": stored.validation,
+                    "created_at": now,
+                }
+                for stored in (video, *delivered.extras)
+            ]
+            asset_id = rows[0]["id"]
+            await job_q.replace_assets(conn, rows)
             await step_q.update_step(
                 conn,
                 step,

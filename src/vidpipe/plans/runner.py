@@ -282,16 +282,20 @@ class LocalStepRunner:
                 output[role] = facts
         now = ex.clock.now()
         async with ex.db.write() as conn:
-            for asset in assets:
-                await job_q.replace_asset(
-                    conn,
-                    id=new_id("asset"),
-                    tenant_id=step.tenant_id,
-                    job_id=step.job_id,
-                    step_id=step.id,
-                    created_at=now,
-                    **asset,
-                )
+            await job_q.replace_assets(
+                conn,
+                [
+                    {
+                        "id": new_id("asset"),
+                        "tenant_id": step.tenant_id,
+                        "job_id": step.job_id,
+                        "step_id": step.id,
+                        "created_at": now,
+                        **asset,
+                    }
+                    for asset in assets
+                ],
+            )
             await step_q.update_step(
                 conn,
                 step,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Update, bindparam, delete, func, insert, select, update
@@ -28,9 +29,9 @@ _JOB_PROGRESS = update(jobs).where(
     jobs.c.progress < bindparam("_progress"),
     jobs.c.status.in_((JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value)),
 )
-_RETIRE_ASSET = update(assets).where(
+_RETIRE_ASSETS = update(assets).where(
     assets.c.job_id == bindparam("_job_id"),
-    assets.c.name == bindparam("_name"),
+    assets.c.name.in_(bindparam("_names", expanding=True)),
     assets.c.deleted_at.is_(None),
 )
 _INSERT_ASSET = insert(assets)
@@ -199,11 +200,21 @@ async def count_jobs(conn: AsyncConnection, tenant_id: str | None = None) -> int
     return int(await conn.scalar(query) or 0)
 
 
-async def replace_asset(conn: AsyncConnection, **values: Any) -> None:
-    """Record a stored file of a job; an earlier file of the same name (a previous
-    attempt's, overwritten in storage) is marked deleted."""
+async def replace_assets(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Record stored files of one job; earlier files of the same names (a previous
+    attempt's, overwritten in storage) are marked deleted. One statement each way."""
+    if not rows:
+        return
+    job_ids = {row["job_id"] for row in rows}
+    names = [row["name"] for row in rows]
+    if len(job_ids) != 1 or len(set(names)) != len(names):
+        raise ValueError("replace_assets: files of one job, each name once")
     await conn.execute(
-        _RETIRE_ASSET,
-        {"_job_id": values["job_id"], "_name": values["name"], "deleted_at": values["created_at"]},
+        _RETIRE_ASSETS,
+        {
+            "_job_id": job_ids.pop(),
+            "_names": names,
+            "deleted_at": rows[0]["created_at"],
+        },
     )
-    await conn.execute(_INSERT_ASSET, values)
+    await conn.execute(_INSERT_ASSET, list(rows))
