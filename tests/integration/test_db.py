@@ -474,3 +474,30 @@ async def test_inline_connections_are_kept_and_a_failed_write_leaves_nothing_ope
             assert await conn.scalar(text("SELECT count(*) FROM t WHERE v = 2")) == 20
     finally:
         await db.dispose()
+
+
+async def test_a_point_read_begins_at_its_first_statement_and_reads_one_snapshot(
+    sqlite_url: str,
+) -> None:
+    db = Database(sqlite_url)
+    assert db.inline_reads is not None
+    begins: list[int] = []
+    event.listen(db.inline_reads, "begin", lambda _conn: begins.append(1))
+    try:
+        async with db.write() as conn:
+            await conn.execute(text("CREATE TABLE t (v INTEGER)"))
+            await conn.execute(text("INSERT INTO t VALUES (1)"))
+        async with db.point_read():
+            pass  # answered without the database (a cache): no transaction at all
+        assert begins == []
+        async with db.point_read() as conn:
+            assert await conn.scalar(text("SELECT count(*) FROM t")) == 1
+            async with db.write() as writer:  # commits while the read is open
+                await writer.execute(text("INSERT INTO t VALUES (2)"))
+            # The same transaction: the snapshot of its first statement.
+            assert await conn.scalar(text("SELECT count(*) FROM t")) == 1
+        assert begins == [1]
+        async with db.point_read() as conn:
+            assert await conn.scalar(text("SELECT count(*) FROM t")) == 2
+    finally:
+        await db.dispose()

@@ -261,10 +261,13 @@ class Database:
             return
         conn = held.take()
         try:
-            conn.sync.begin()
+            # No explicit begin: the first statement begins the transaction (SQLAlchemy's
+            # autobegin, through the dialect's BEGIN), so a read that a cache answers
+            # costs no BEGIN and ROLLBACK. A deferred BEGIN takes its snapshot at the
+            # first read anyway.
             yield conn
         finally:
-            held.release(conn)  # ends the read transaction
+            held.release(conn)  # ends the read transaction, if one began
 
     async def notify(self, conn: AsyncConnection) -> None:
         """Wake listening workers when this transaction commits (PostgreSQL only)."""
