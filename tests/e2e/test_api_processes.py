@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
@@ -153,3 +154,27 @@ def test_the_servers_share_one_rate_limit(tmp_path: Path) -> None:
     finally:
         parent.send_signal(signal.SIGTERM)
         parent.wait(timeout=30)
+
+
+def test_an_idle_connection_outlives_the_clients_keep_alive(tmp_path: Path) -> None:
+    """httpx (and so vidpipe's client) keeps an idle connection for 5 s and then reuses
+    it: the server must not close it first, or a request sent just then is lost (seen
+    as a ReadError by the client). Two requests on one connection, 6 s apart."""
+    port = free_port()
+    env = vidpipe_env(tmp_path, VIDPIPE_PORT=str(port))
+    run_vidpipe("migrate", env=env)
+    server = subprocess.Popen(
+        [*VIDPIPE, "api"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+            for pause in (0.0, 6.0):
+                time.sleep(pause)
+                conn.sendall(request)
+                answer = conn.recv(65536)
+                assert answer.startswith(b"HTTP/1.1 200"), (pause, answer[:200])
+    finally:
+        server.terminate()
+        server.wait(timeout=15)

@@ -361,3 +361,57 @@ async def test_models_and_openapi(harness: Harness) -> None:
     assert "/v1/videos" in spec["paths"]
     body = spec["paths"]["/v1/videos"]["post"]["requestBody"]["content"]
     assert {"application/json", "multipart/form-data"} <= set(body)
+
+
+async def test_a_client_gone_mid_body_gets_a_4xx_and_nothing_is_created(
+    harness: Harness,
+) -> None:
+    """A connection that drops while the body is still arriving (a client timeout, a
+    keep-alive connection closed under a request) is the client's doing: a specific
+    4xx, not an unhandled server error, and no video."""
+    from vidpipe.api.app import create_app
+
+    app = create_app(harness.runtime)
+    body = json.dumps({"prompt": "cut short", "model": "instant/test"}).encode()
+    arrivals: list[dict[str, object]] = [
+        {"type": "http.request", "body": body[:10], "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return arrivals.pop(0) if arrivals else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    before = await _job_count(harness)
+    headers = [
+        (b"authorization", f"Bearer {harness.key}".encode()),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/videos",
+        "raw_path": b"/v1/videos",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    assert start["status"] == 400
+    payload = b"".join(
+        bytes(m.get("body", b""))  # type: ignore[call-overload]
+        for m in sent
+        if m["type"] == "http.response.body"
+    )
+    assert json.loads(payload)["error"]["code"] == "client_disconnected"
+    assert await _job_count(harness) == before

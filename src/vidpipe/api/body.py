@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 
 from vidpipe.errors import InvalidRequest, VidpipeError
 
@@ -24,17 +25,28 @@ class UnsupportedMediaType(VidpipeError):
     http_status = 415
 
 
+class ClientDisconnected(VidpipeError):
+    """The client went away before its request's body arrived: nothing was done."""
+
+    code = "client_disconnected"
+    http_status = 400
+
+
 async def read_limited(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(f"request body over {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"request body over {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(f"request body over {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # A client's own doing (a timeout, a closed connection), not a server error.
+        raise ClientDisconnected("the client disconnected before sending the whole body") from None
     return b"".join(chunks)
 
 

@@ -26,6 +26,8 @@ from vidpipe.store import tenants as tenant_q
 console = Console(stderr=True)
 
 OPEN_TENANT = "default"
+# Seconds an idle client connection stays open (see uvicorn.Config below).
+SERVER_KEEP_ALIVE_S = 30
 T = TypeVar("T")
 
 
@@ -78,6 +80,11 @@ async def serve(
             access_log=False,
             log_level="warning",
             timeout_graceful_shutdown=10,
+            # An idle connection is closed by the server only well after clients let
+            # go of it: httpx keeps one for 5 s, as long as uvicorn's default, and a
+            # request sent on a connection the server is closing at that moment fails
+            # (the client reads nothing, the server sees a disconnect mid-body).
+            timeout_keep_alive=SERVER_KEEP_ALIVE_S,
         )
     )
     stop = asyncio.Event()
