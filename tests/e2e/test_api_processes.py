@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -168,13 +168,19 @@ def test_an_idle_connection_outlives_the_clients_keep_alive(tmp_path: Path) -> N
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz")
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-            request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            sockets = []
             for pause in (0.0, 6.0):
                 time.sleep(pause)
-                conn.sendall(request)
-                answer = conn.recv(65536)
-                assert answer.startswith(b"HTTP/1.1 200"), (pause, answer[:200])
+                conn.request("GET", "/healthz")
+                response = conn.getresponse()
+                assert response.status == 200, (pause, response.status)
+                response.read()
+                sockets.append(conn.sock)
+            assert sockets[0] is sockets[1]  # the same connection, not a new one
+        finally:
+            conn.close()
     finally:
         server.terminate()
         server.wait(timeout=15)
