@@ -265,10 +265,13 @@ class StepExecutor:
                 )
                 await step_q.insert_attempt(conn, attempt)
                 job = await job_q.get_job(conn, step.job_id)
-                # The admission hold gives way to this attempt's own reservation.
-                await ledger.release_job_hold(
-                    self.db, conn, step.job_id, self._charge(step, None), now
-                )
+                # The admission hold gives way to this attempt's own reservation. A
+                # hold is only set in the transaction that creates the job and its
+                # steps, so one read as 0 here stays 0 (a free model's jobs have none).
+                if job is not None and job.held_micros > 0:
+                    await ledger.release_job_hold(
+                        self.db, conn, step.job_id, self._charge(step, None), now
+                    )
                 if amount > 0:
                     crossings = await ledger.reserve(
                         self.db,
@@ -543,10 +546,16 @@ class StepExecutor:
                 )
                 return
             # Storing overwrites the job's files: only while this worker's claim
-            # stands (another worker that took over delivers the same output).
+            # stands (another worker that took over delivers the same output). The
+            # manifest's facts are read in the same read.
+            job: Job | None = None
+            history: list[Attempt] = []
             async with self.db.point_read() as conn:
                 if not await step_q.holds_lease(conn, step):
                     raise LeaseLost(f"step {step.id}: lease taken over before storing")
+                if is_final(step):
+                    job = await job_q.get_job(conn, step.job_id)
+                    history = await step_q.attempts_of_job(conn, step.job_id)
             if not is_final(step):
                 # A clip inside a plan: an input of a later step, stored under the
                 # step's name (derivatives and the manifest are for the job's video).
@@ -560,7 +569,7 @@ class StepExecutor:
                     size=size,
                     checked=checked,
                     wanted=list(step.params.get("derivatives") or []),
-                    manifest=await self._manifest(step, attempt),
+                    manifest=self._manifest(step, attempt, job, history),
                     work_dir=work,
                 )
         except ProvenanceError as exc:
@@ -594,11 +603,11 @@ class StepExecutor:
             failure = dataclasses.replace(failure, error_class=ErrorClass.GENERATION)
         await self._attempt_failed(step, attempt, failure)
 
-    async def _manifest(self, step: Step, attempt: Attempt) -> dict[str, Any]:
-        """Provenance: what was asked, who made it, and every attempt on the way."""
-        async with self.db.point_read() as conn:
-            job = await job_q.get_job(conn, step.job_id)
-            history = await step_q.attempts_of_job(conn, step.job_id)
+    def _manifest(
+        self, step: Step, attempt: Attempt, job: Job | None, history: list[Attempt]
+    ) -> dict[str, Any]:
+        """Provenance: what was asked, who made it, and every attempt on the way
+        (``job`` and ``history``: the job and its attempts, as just read)."""
         return {
             "job_id": step.job_id,
             "tenant_id": step.tenant_id,
