@@ -103,7 +103,9 @@ async def test_a_workers_job_reads_by_key_without_thread_hand_offs(harness: Harn
     for job in created:
         got = await harness.client.get(f"/v1/videos/{job['id']}", headers=harness.headers())
         assert got.json()["status"] == "completed"
-    assert counted.get("point", 0) >= 4 * jobs, counted
+    # Per job: the attempt before each of its two actions, the lease check with the
+    # manifest's reads, and more (reads a cache answers begin no transaction).
+    assert counted.get("point", 0) >= 3 * jobs, counted
     # Left on aiosqlite, by time and not by job: the worker's start (the reconciler's
     # sweep, ~7 reads) and one heartbeat per lease_s / 3. Before, ~7 reads a job.
     heartbeats = math.ceil(elapsed / (harness.runtime.settings.lease_s / 3))
