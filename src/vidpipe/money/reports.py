@@ -39,14 +39,17 @@ class JobCost:
         }
 
 
-# Built once: every public event of a job reads its costs (the statement's construction
-# cost more than running it).
+# A job's attempts' money: still reserved, and settled (what providers charged).
+_RESERVED_SUM = func.sum(
+    case((attempts.c.money_state == "reserved", attempts.c.reserved_micros), else_=0)
+)
+_SETTLED_SUM = func.sum(
+    case((attempts.c.money_state == "settled", attempts.c.cost_micros), else_=0)
+)
+# Built once: lists of videos read their costs (the statement's construction cost more
+# than running it).
 _ATTEMPT_COSTS = (
-    select(
-        attempts.c.job_id,
-        func.sum(case((attempts.c.money_state == "reserved", attempts.c.reserved_micros), else_=0)),
-        func.sum(case((attempts.c.money_state == "settled", attempts.c.cost_micros), else_=0)),
-    )
+    select(attempts.c.job_id, _RESERVED_SUM, _SETTLED_SUM)
     .where(attempts.c.job_id.in_(bindparam("job_ids", expanding=True)))
     .group_by(attempts.c.job_id)
 )
@@ -58,8 +61,8 @@ _JOB_HOLDS = select(jobs.c.id, jobs.c.held_micros).where(
 # One job's (reserved, actual) in one statement: every public event of a job reads it.
 # The sums come back NULL for a job without attempts; the hold is NULL for no job.
 _ONE_JOB_COSTS = select(
-    func.sum(case((attempts.c.money_state == "reserved", attempts.c.reserved_micros), else_=0)),
-    func.sum(case((attempts.c.money_state == "settled", attempts.c.cost_micros), else_=0)),
+    _RESERVED_SUM,
+    _SETTLED_SUM,
     select(jobs.c.held_micros).where(jobs.c.id == bindparam("job_id")).scalar_subquery(),
 ).where(attempts.c.job_id == bindparam("job_id"))
 

@@ -120,7 +120,7 @@ def delivered(step: Step, attempt: Attempt, now: float, completed: Job | None) -
     """A step's output was stored: the provider's time, and the job's when this very
     delivery ``completed`` it (the job as its transaction left it, not read back)."""
     metrics.observe_provider_job(step.provider, step.model, "succeeded", attempt.submitted_at, now)
-    if completed is None or completed.status != "completed":
+    if completed is None:
         return
     metrics.observe_job_completed(step.provider, completed.created_at, now)
     log.info(

@@ -115,8 +115,8 @@ def inline_creator(path: str, *, pragmas: Sequence[str]) -> Callable[[], sqlite3
     """A ``creator`` for a sync engine of inline connections to ``path``."""
 
     def create() -> sqlite3.Connection:
-        # Transactions are begun explicitly (BEGIN / BEGIN IMMEDIATE in a "begin" event),
-        # never lazily by the driver. check_same_thread off: the pool may close a
+        # Transactions are begun by the engine's dialect (BEGIN / BEGIN IMMEDIATE, see
+        # inline_engine), never lazily by the driver. check_same_thread off: the pool may close a
         # connection from the garbage collector's thread; every statement runs on the
         # loop's thread.
         conn = sqlite3.connect(
