@@ -25,7 +25,7 @@ from tests.e2e.conftest import VIDPIPE, vidpipe_env
 from vidpipe.config import Settings
 from vidpipe.core.runtime import Runtime
 from vidpipe.core.states import JobStatus
-from vidpipe.media.compose_plan import BODY_FILE
+from vidpipe.media.compose_plan import SEGMENT_FILE
 from vidpipe.media.probe import probe
 from vidpipe.plans.shorts import CreateShort, build_short
 from vidpipe.store import steps as step_q
@@ -81,13 +81,13 @@ def _logs(directory: Path) -> str:
 
 def _committed_segments(segments: Path) -> list[Path]:
     """Scene segments renamed into place (a ``.tmp-`` directory is a piece in progress;
-    a transition piece has no body)."""
+    each holds its one file)."""
     if not segments.is_dir():
         return []
     return [
         entry
         for entry in segments.iterdir()
-        if not entry.name.startswith(".") and (entry / BODY_FILE).is_file()
+        if not entry.name.startswith(".") and (entry / SEGMENT_FILE).is_file()
     ]
 
 

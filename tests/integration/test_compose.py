@@ -107,12 +107,69 @@ def test_compose_delivers_a_valid_short(
     # 2 + 1.5 + 1.5 s minus two 0.4 s fades.
     assert result.duration_s == pytest.approx(4.2)
     assert (result.segments_rendered, result.segments_reused) == (3, 0)
-    assert (result.transitions_rendered, result.transitions_reused) == (2, 0)
     _check_output(result, spec, ffmpeg)
     assert shares == sorted(shares)
     assert shares[-1] == 1.0
     # Nothing of the run is left but the checkpoints.
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["segments"]
+
+
+def _mean_rgb_per_frame(path: Path, ffmpeg: Path) -> list[tuple[int, int, int]]:
+    """The mean (red, green, blue) of each decoded frame, 0-255."""
+    raw = subprocess.run(
+        [str(ffmpeg), "-v", "error", "-i", str(path), "-vf", "scale=4:4", "-pix_fmt", "rgb24",
+         "-f", "rawvideo", "-"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    size = 4 * 4 * 3
+    frames = [raw[i : i + size] for i in range(0, len(raw), size)]
+    return [tuple(sum(f[c::3]) // 16 for c in range(3)) for f in frames]  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("transition", ["fade", "slide"])
+def test_each_frame_of_each_scene_lands_on_its_place(
+    ffmpeg: Path, tmp_path: Path, transition: str
+) -> None:
+    # Two 1 s clips whose frames say their own number: in the first, red is 6 x the
+    # frame's number, in the second green is 8 x it. Crossed in 12 frames: 48 frames,
+    # 0-17 the first clip's 0-17, 18-29 its 18-29 crossed with the second's 0-11,
+    # 30-47 the second's 12-29. A frame repeated, lost or shifted at a seam fails.
+    clips = {}
+    for name, expr in (("a", "r='6*N':g='0':b='0'"), ("b", "r='0':g='8*N':b='0'")):
+        clips[name] = tmp_path / f"{name}.mp4"
+        run_ffmpeg(
+            ["-f", "lavfi", "-i", "color=c=black:s=64x64:r=30:d=1", "-vf",
+             f"format=rgb24,geq={expr}", "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv444p",
+             str(clips[name])],
+            ffmpeg=ffmpeg, timeout_s=60,
+        )  # fmt: skip
+    spec = ComposeSpec(
+        scenes=(Scene(clips["a"], "video", 1.0), Scene(clips["b"], "video", 1.0)),
+        size=(64, 64),
+        transition=transition,  # type: ignore[arg-type]
+    )
+    result = compose(spec, tmp_path / "o.mp4", work_dir=tmp_path / "w", ffmpeg=ffmpeg)
+    frames = _mean_rgb_per_frame(result.path, ffmpeg)
+
+    assert len(frames) == 48
+    for n, (red, green, _) in enumerate(frames):
+        if n < 18:
+            assert red == pytest.approx(6 * n, abs=3), n
+            assert green <= 3, n
+        elif n >= 30:
+            assert red <= 3, n
+            assert green == pytest.approx(8 * (n - 18), abs=3), n
+    crossing = frames[18:30]
+    if transition == "slide":
+        # The second clip pushes the first out: less of it, more of the other.
+        assert [f[0] for f in crossing] == sorted((f[0] for f in crossing), reverse=True)
+        assert [f[1] for f in crossing] == sorted(f[1] for f in crossing)
+        return
+    # In a fade, frame k of 12 is (1 - k/12) of the first clip's frame 18 + k and k/12
+    # of the second's frame k.
+    for k, (red, green, _) in enumerate(crossing):
+        assert red == pytest.approx((1 - k / 12) * 6 * (18 + k), abs=5), (k, crossing[k])
+        assert green == pytest.approx(k / 12 * 8 * k, abs=5), (k, crossing[k])
 
 
 @pytest.mark.parametrize(
@@ -143,16 +200,14 @@ def test_a_second_run_reuses_every_unchanged_segment(
 
     same = compose(spec, tmp_path / "same.mp4", work_dir=work, ffmpeg=ffmpeg)
     assert (same.segments_reused, same.segments_rendered) == (3, 0)
-    assert (same.transitions_reused, same.transitions_rendered) == (2, 0)
 
-    # The middle scene changes: its segment and the two transitions touching it are
-    # made again, the other two segments are reused.
+    # The middle scene changes: its segment is made again, and the first one, whose
+    # transition shows the middle scene's first frames; the last one is reused.
     scenes = list(spec.scenes)
     scenes[1] = dataclasses.replace(scenes[1], motion="zoom_out")
     changed_spec = dataclasses.replace(spec, scenes=tuple(scenes))
     changed = compose(changed_spec, tmp_path / "changed.mp4", work_dir=work, ffmpeg=ffmpeg)
-    assert (changed.segments_reused, changed.segments_rendered) == (2, 1)
-    assert (changed.transitions_reused, changed.transitions_rendered) == (0, 2)
+    assert (changed.segments_reused, changed.segments_rendered) == (1, 2)
     _check_output(changed, changed_spec, ffmpeg)
 
     # New narration changes no picture: every video piece is reused.
@@ -161,7 +216,7 @@ def test_a_second_run_reuses_every_unchanged_segment(
         scenes=tuple(dataclasses.replace(s, narration=inputs["voice_b"]) for s in scenes),
     )
     revoiced = compose(voiced, tmp_path / "voiced.mp4", work_dir=work, ffmpeg=ffmpeg)
-    assert (revoiced.segments_reused, revoiced.transitions_reused) == (3, 2)
+    assert (revoiced.segments_reused, revoiced.segments_rendered) == (3, 0)
 
 
 _KILLED_RUN = """
@@ -182,7 +237,7 @@ def test_a_killed_run_leaves_nothing_that_is_reused(
     work = tmp_path / "work"
     segments = work / "segments"
     # A run in its own process group (so ffmpeg dies with it), killed once its
-    # segment's body has started to be written.
+    # segment has started to be written.
     process = subprocess.Popen(
         [sys.executable, "-c", _KILLED_RUN, str(inputs["still_a"]), str(tmp_path / "o.mp4"),
          str(work)],
@@ -191,7 +246,7 @@ def test_a_killed_run_leaves_nothing_that_is_reused(
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and process.poll() is None:
-            partial = list(segments.glob(".tmp-*/body.mp4")) if segments.exists() else []
+            partial = list(segments.glob(".tmp-*/segment.mp4")) if segments.exists() else []
             if partial and partial[0].stat().st_size > 0:
                 break
             time.sleep(0.02)
@@ -202,7 +257,7 @@ def test_a_killed_run_leaves_nothing_that_is_reused(
 
     assert not (tmp_path / "o.mp4").exists()
     assert [p.name for p in segments.iterdir() if not p.name.startswith(".tmp-")] == []
-    assert list(segments.glob(".tmp-*/body.mp4")), "the partial segment stays where it was"
+    assert list(segments.glob(".tmp-*/segment.mp4")), "the partial segment stays where it was"
 
     # The replacement run renders the segment anew (the partial one is never read)
     # and delivers a complete file.

@@ -17,12 +17,10 @@ from vidpipe.media.compose_plan import (
     build_audio_finish_args,
     build_final_args,
     build_segment_args,
-    build_transition_args,
     concat_list,
     loudness_gain_db,
     plan_timeline,
     segment_key,
-    transition_key,
 )
 
 IMG = Path("/in/a.png")
@@ -130,11 +128,20 @@ def test_segment_args_for_an_image_zoom_scale_once_then_zoompan() -> None:
     assert "scale=414:736:flags=lanczos" in graph
     assert "zoompan=z='1+0.15*min(on/89,1)'" in graph
     assert ":d=90:s=360x640:fps=30" in graph
-    # Body without both transitions; raw head and tail for them.
-    assert "trim=start_frame=12:end_frame=78" in graph
-    assert args[args.index("/out/body.mp4") - 2 : args.index("/out/body.mp4")] == ["-f", "mp4"]
-    assert "/out/head.nut" in args
-    assert "/out/tail.nut" in args
+    # The segment starts after the incoming transition (the previous segment's): the
+    # body, 90 - 2 x 12 frames, then the crossing into the next scene's first frames,
+    # made here from the next visual (input 1) on the same zoom it starts with there.
+    assert "[scene]trim=start_frame=12,setpts=PTS-STARTPTS,split=2[body_in][tail_in]" in graph
+    assert "[body_in]trim=end_frame=66," in graph
+    assert "[tail_in]trim=start_frame=66," in graph
+    assert args[:4] == ["-i", "/in/a.png", "-i", "/in/a.png"]
+    assert "[1:v]" in graph
+    assert "zoompan=z='1+0.15*min(on/59,1)'" in graph  # the next scene: 2 s, 60 frames
+    assert ":d=12:s=360x640:fps=30" in graph  # only its first 12 frames
+    assert "xfade=transition=fade:duration=0.400000:offset=0,trim=end_frame=12" in graph
+    assert "[body][cross]concat=n=2:v=1:a=0[segment]" in graph
+    assert args[-3:] == ["-f", "mp4", "/out/segment.mp4"]
+    assert args.count("-map") == 1
     assert "ass=" not in graph
 
 
@@ -148,24 +155,44 @@ def test_segment_args_for_a_clip_and_for_the_end_scenes() -> None:
     first = build_segment_args(spec, timeline, 0, Path("/o"))
     second = build_segment_args(spec, timeline, 1, Path("/o"))
 
-    assert "fps=30,tpad=stop_mode=clone:stop=-1,trim=end_frame=60" in _graph(first)
+    assert "[0:v]setpts=PTS-STARTPTS,fps=30,tpad=stop_mode=clone:stop=-1,trim=end_frame=60," in (
+        _graph(first)
+    )
     assert "scale=640:360" in _graph(first)
-    assert "/o/head.nut" not in first
-    assert "/o/tail.nut" in first
+    # The next clip is read for its first 12 frames (0.4 s) and a margin, no further;
+    # its motion still spans its 60 frames.
+    assert first[:6] == ["-i", "/in/b.mp4", "-t", "1.400000", "-i", "/in/b.mp4"]
+    assert "[1:v]setpts=PTS-STARTPTS,fps=30,tpad=stop_mode=clone:stop=-1,trim=end_frame=12," in (
+        _graph(first)
+    )
+    assert "zoompan=z='1.12':x='(iw-iw/zoom)*(1-min(on/59,1))'" in _graph(first)
+    # The last scene: no next input, no crossing; its first 12 frames are made and
+    # dropped (they are in the first segment).
+    assert second[:2] == ["-i", "/in/b.mp4"]
+    assert second.count("-i") == 1
     assert "zoompan=z='1.12':x='(iw-iw/zoom)*(1-min(on/59,1))'" in _graph(second)
-    assert "/o/head.nut" in second
-    assert "/o/tail.nut" not in second
-    # Captions drawn on the output clock, on the whole scene before its frames are
-    # split (so fades need none of their own): the second scene starts at frame 48.
-    assert "setpts=PTS+1.600000/TB,ass=captions.ass,setpts=PTS-STARTPTS[scene]" in _graph(second)
+    assert "xfade" not in _graph(second)
+    assert _graph(second).endswith("[scene]trim=start_frame=12,setpts=PTS-STARTPTS[segment]")
+    # Captions drawn on the output clock, on each whole scene before the crossing (so
+    # a fade needs none of its own): the second scene starts at frame 48, in both.
+    on_second = "setpts=PTS+1.600000/TB,ass=captions.ass,setpts=PTS-STARTPTS"
+    assert f"{on_second}[scene]" in _graph(second)
     assert _graph(second).count("ass=") == 1
+    assert f"{on_second}[next]" in _graph(first)
+    assert "setpts=PTS+0.000000/TB,ass=captions.ass,setpts=PTS-STARTPTS[scene]" in _graph(first)
+    assert _graph(first).count("ass=") == 2
 
-    # A slide moves the pictures, not the captions: then the body is captioned (from
-    # frame 60) and the transition draws its own.
+    # A slide moves the pictures, not the captions: then the segment is captioned once
+    # after the crossing, from where it starts on the timeline (frame 0, and 60).
     slide = dataclasses.replace(spec, transition="slide")
-    graph = _graph(build_segment_args(slide, plan_timeline(slide), 1, Path("/o")))
-    assert "setpts=PTS+2.000000/TB,ass=captions.ass,setpts=PTS-STARTPTS[body]" in graph
-    assert graph.count("ass=") == 1
+    timeline = plan_timeline(slide)
+    for index, start in ((0, "0.000000"), (1, "2.000000")):
+        graph = _graph(build_segment_args(slide, timeline, index, Path("/o")))
+        drawn = f"setpts=PTS+{start}/TB,ass=captions.ass,setpts=PTS-STARTPTS[segment]"
+        assert graph.endswith(drawn)
+        assert graph.count("ass=") == 1
+    first_slide = _graph(build_segment_args(slide, timeline, 0, Path("/o")))
+    assert "xfade=transition=slideleft" in first_slide
 
 
 def test_image_pan_is_a_moving_crop_and_still_is_a_loop() -> None:
@@ -182,16 +209,13 @@ def test_image_pan_is_a_moving_crop_and_still_is_a_loop() -> None:
     assert "crop=360:640" not in still
 
 
-def test_every_piece_is_encoded_with_the_same_parameters() -> None:
-    # The pieces are joined without re-encoding: this is what makes that valid.
-    spec = _spec(2.0, 2.0, preset="faster", crf=23)
+def test_every_segment_is_encoded_with_the_same_parameters() -> None:
+    # The segments are joined without re-encoding: this is what makes that valid.
+    spec = _spec(2.0, 2.0, 2.0, preset="faster", crf=23)
     timeline = plan_timeline(spec)
-    segment = build_segment_args(spec, timeline, 0, Path("/o"))
-    transition = build_transition_args(
-        spec, timeline, 0, tail=Path("/t.nut"), head=Path("/h.nut"), out=Path("/x.mp4")
-    )
-    assert _encoder(segment) == _encoder(transition)
-    assert _encoder(segment)[2:8] == ["-preset", "faster", "-crf", "23", "-pix_fmt", "yuv420p"]
+    first, middle, last = (build_segment_args(spec, timeline, i, Path("/o")) for i in range(3))
+    assert _encoder(first) == _encoder(middle) == _encoder(last)
+    assert _encoder(first)[2:8] == ["-preset", "faster", "-crf", "23", "-pix_fmt", "yuv420p"]
 
 
 def test_a_thread_count_goes_to_every_encoder_and_changes_nothing_else() -> None:
@@ -199,18 +223,10 @@ def test_a_thread_count_goes_to_every_encoder_and_changes_nothing_else() -> None
     timeline = plan_timeline(spec)
     plain = build_segment_args(spec, timeline, 0, Path("/o"))
     segment = build_segment_args(spec, timeline, 0, Path("/o"), encoder_threads=1)
-    transition = build_transition_args(
-        spec,
-        timeline,
-        0,
-        tail=Path("/t.nut"),
-        head=Path("/h.nut"),
-        out=Path("/x.mp4"),
-        encoder_threads=1,
-    )
+    last = build_segment_args(spec, timeline, 1, Path("/o"), encoder_threads=1)
     assert "-threads" not in plain
     assert _encoder(segment)[:4] == ["-c:v", "libx264", "-threads", "1"]
-    assert _encoder(segment) == _encoder(transition)
+    assert _encoder(segment) == _encoder(last)
     at = segment.index("-threads")
     assert segment[:at] + segment[at + 2 :] == plain
 
@@ -223,25 +239,6 @@ def test_encoders_share_the_cpus_among_the_pieces_that_run_at_once() -> None:
     assert compose.encoder_threads(2) == max(1, cpus // 2)
     assert compose.encoder_threads(cpus * 4) == 1
     assert compose.encoder_threads(0) == cpus
-
-
-@pytest.mark.parametrize(("kind", "name"), [("fade", "fade"), ("slide", "slideleft")])
-def test_transition_args_cross_the_raw_frames(kind: str, name: str) -> None:
-    spec = _spec(2.0, 2.0, transition=kind, captions_ass=Path("/in/c.ass"))
-    timeline = plan_timeline(spec)
-    args = build_transition_args(
-        spec, timeline, 0, tail=Path("/t.nut"), head=Path("/h.nut"), out=Path("/x.mp4")
-    )
-    graph = _graph(args)
-
-    assert args[:4] == ["-i", "/t.nut", "-i", "/h.nut"]
-    assert f"xfade=transition={name}:duration=0.400000:offset=0,trim=end_frame=12" in graph
-    if kind == "slide":
-        # The transition starts where the second scene starts: 60 - 12 frames.
-        assert "setpts=PTS+1.600000/TB,ass=captions.ass" in graph
-    else:
-        # A fade crosses two pictures already captioned alike.
-        assert "ass=" not in graph
 
 
 @pytest.mark.parametrize(
@@ -383,8 +380,21 @@ def test_segment_key_covers_what_the_pixels_depend_on() -> None:
     spec = _spec(2.0, 2.0, 2.0, captions_ass=Path("/in/c.ass"))
     timeline = plan_timeline(spec)
 
-    def key(s: ComposeSpec = spec, digest: str = "a" * 64, captions: str | None = ASS) -> str:
-        return segment_key(s, plan_timeline(s), 1, visual_sha256=digest, captions=captions)
+    def key(
+        s: ComposeSpec = spec,
+        digest: str = "a" * 64,
+        captions: str | None = ASS,
+        following: str = "n" * 64,
+        index: int = 1,
+    ) -> str:
+        return segment_key(
+            s,
+            plan_timeline(s),
+            index,
+            visual_sha256=digest,
+            captions=captions,
+            next_visual_sha256=following,
+        )
 
     base = key()
     assert base == key()
@@ -394,47 +404,32 @@ def test_segment_key_covers_what_the_pixels_depend_on() -> None:
     assert key(moved) != base
     assert key(dataclasses.replace(spec, crf=23)) != base
     assert key(dataclasses.replace(spec, size=(720, 1280))) != base
+    # The transition into the next scene is drawn in this segment: its kind and that
+    # scene's picture, motion and length are in the key; the scene before is not.
+    assert key(following="m" * 64) != base
+    assert key(dataclasses.replace(spec, transition="slide")) != base
+    next_still = dataclasses.replace(spec.scenes[2], motion="none")
+    assert key(dataclasses.replace(spec, scenes=(*spec.scenes[:2], next_still))) != base
+    longer = dataclasses.replace(spec.scenes[2], duration_s=3.0)
+    assert key(dataclasses.replace(spec, scenes=(*spec.scenes[:2], longer))) != base
+    first_still = dataclasses.replace(spec.scenes[0], motion="none")
+    assert key(dataclasses.replace(spec, scenes=(first_still, *spec.scenes[1:]))) == base
+    # The last segment has no transition out: the next visual plays no part, and one
+    # that has a transition must be given it.
+    assert key(index=2, following="x" * 64) == key(index=2, following="y" * 64)
+    with pytest.raises(ValueError, match="next visual"):
+        segment_key(spec, timeline, 0, visual_sha256="a" * 64, captions=None)
     # Narration and music are not in the picture.
     unvoiced = dataclasses.replace(
         spec, scenes=tuple(dataclasses.replace(s, narration=None) for s in spec.scenes)
     )
     assert key(unvoiced) == base
     assert key(dataclasses.replace(spec, music=MUSIC)) == base
-    # The middle body is 2.0-3.2 s: a caption outside it does not matter, inside does.
+    # The middle scene is on screen 1.6-3.6 s (captioned whole, the next head within
+    # it): a caption outside it does not matter, inside does.
     assert key(captions=ASS.replace(",late", ",later")) == base
     assert key(captions=ASS.replace("two, with", "TWO, with")) != base
-    assert timeline.placements[1].body_start_frame == 60
-
-
-def test_transition_key_follows_its_two_segments() -> None:
-    spec = _spec(2.0, 2.0, captions_ass=Path("/in/c.ass"))
-    timeline = plan_timeline(spec)
-    base = transition_key(spec, timeline, 0, tail_segment="t", head_segment="h", captions=None)
-
-    assert base == transition_key(
-        spec, timeline, 0, tail_segment="t", head_segment="h", captions=None
-    )
-    assert base != transition_key(
-        spec, timeline, 0, tail_segment="t2", head_segment="h", captions=None
-    )
-    # Only a slide draws captions of its own, so only then do they change its key.
-    assert base == transition_key(
-        spec, timeline, 0, tail_segment="t", head_segment="h", captions=ASS
-    )
-    slide = dataclasses.replace(spec, transition="slide")
-    assert transition_key(
-        slide, timeline, 0, tail_segment="t", head_segment="h", captions=ASS
-    ) != transition_key(
-        slide, timeline, 0, tail_segment="t", head_segment="h", captions=ASS.replace("two", "2")
-    )
-    assert base != transition_key(
-        dataclasses.replace(spec, transition="slide"),
-        timeline,
-        0,
-        tail_segment="t",
-        head_segment="h",
-        captions=None,
-    )
+    assert timeline.placements[1].start_frame == 48
 
 
 @pytest.mark.parametrize("module", [compose, compose_plan])
@@ -454,3 +449,24 @@ def test_every_scene_is_restamped_on_the_output_clock(kind: str, motion: str) ->
     graph = _graph(build_segment_args(spec, plan_timeline(spec), 0, Path("/o")))
     scene = graph.split(";")[0].replace(",trim=end_frame=312", "")
     assert scene.endswith(",settb=1/30,setpts=N[scene]")
+
+
+def test_the_dearest_segments_run_first_and_the_audio_beside_them() -> None:
+    # On 2 cores a long segment started last runs alone while the other core idles:
+    # the run order is by weight, heaviest first, and the light audio starts at once.
+    started: list[str] = []
+
+    def task(name: str, weight: float, *, light: bool = False) -> compose._Task:
+        return compose._Task(name, weight, lambda: started.append(name), light=light)
+
+    tasks = [task("a", 10), task("b", 30), task("audio", 5, light=True), task("c", 20)]
+    compose._run_tasks(tasks, max_parallel=1, report=None)
+    assert started == ["audio", "b", "c", "a"]
+
+
+def test_a_clip_weighs_more_than_a_zooming_still_more_than_a_still() -> None:
+    clip = compose._cost(Scene(CLIP, "video", 1.0, "none"))
+    zoom = compose._cost(Scene(IMG, "image", 1.0, "zoom_out"))
+    pan = compose._cost(Scene(IMG, "image", 1.0, "pan_left"))
+    still = compose._cost(Scene(IMG, "image", 1.0, "none"))
+    assert clip > zoom > pan == still

@@ -2,33 +2,38 @@
 
 Design: every output frame is encoded exactly once, and every piece is checkpointed.
 
-The final timeline is cut into pieces that each depend on as little as possible:
+The final timeline is cut into one piece per scene, each depending on as little as
+possible:
 
 * a **scene segment** per scene: one ffmpeg run decodes the scene's visual once,
   fits it to the frame (crop to the aspect, one scale; an image is scaled once and
   then repeated), applies the motion at output size, and writes the scene's *body*
-  (the frames no transition touches) encoded with the final H.264 parameters and
-  with the captions of that stretch burned in, plus its first and last
-  ``transition`` frames as raw video for the transitions;
-* a **transition piece** per scene boundary: the raw tail of one scene and head of
-  the next, joined with ``xfade``, captions burned in, encoded the same way (a few
-  frames; made from the raw frames, so no source is decoded twice);
+  (the frames no transition touches) followed by the *transition* into the next
+  scene: the next scene's first ``transition`` frames are made in the same run from
+  its own visual (a clip is read only that far), crossed with this scene's last
+  ones by ``xfade``, captions burned in, all encoded once with the final H.264
+  parameters. The scene's own first ``transition`` frames are the previous
+  segment's;
 * the **audio**: narration placed at the scene starts, music looped under it and
   ducked by the narration (``sidechaincompress``), mixed once to a WAV while
   ``ebur128`` measures it, then given the measured loudness gain and a peak limiter
   and encoded to AAC; all of it while the segments render;
-* the **final pass** joins the pieces with the concat demuxer and the AAC, both
-  *without re-encoding* (the pieces share every encoder parameter), and writes the
+* the **final pass** joins the segments with the concat demuxer and the AAC, both
+  *without re-encoding* (the segments share every encoder parameter), and writes the
   MP4 with ``+faststart``: a remux.
 
 The obvious alternative, rendering each scene to an intermediate and then one
 final pass with ``xfade`` + ``ass`` over the whole video, encodes every frame twice
 (and decodes it once more): at least twice the cost of the encoder alone. Here the
 overhead over the pure encode is the decoding and scaling of the sources, the motion
-and caption filters, one extra key frame per piece and one short ffmpeg run per
-transition. The price: the raw transition frames are kept with the checkpoints
-(2 x ``transition`` frames per boundary, ~75 MB at 1080x1920 for 0.4 s), and a
-caption edit re-renders the pieces whose time window it touches.
+and caption filters, one extra key frame per scene, and the next scene's first
+``transition`` frames made twice (here and in its own segment, where they are
+dropped). An earlier design made each transition a separate piece from raw frames
+the segments wrote: five more ffmpeg runs, encoder starts and key frames in a
+six-scene short, and ~75 MB of raw frames per boundary on disk; measured on the
+benchmark short (60 s, 1080x1920, 2 CPUs), folding them into the segments took
+~10 % off the CPU and ~12 % off the wall time. The price: a segment depends on the
+next scene too, so changing a scene's picture makes the segment before it again.
 
 Motion is made at output size: a still is scaled once to the frame plus the zoom
 margin and then moved by ``zoompan`` (zoom) or a moving ``crop`` (pan); a clip is
@@ -36,12 +41,12 @@ cropped to the aspect and scaled once per frame, by ``zoompan`` when it moves.
 ``zoompan`` places its window on whole source pixels, so a slow zoom advances in
 steps of at most one pixel.
 
-Checkpointing: a piece is written into a temporary directory and renamed into
+Checkpointing: a segment is written into a temporary directory and renamed into
 ``work_dir/segments/<key>`` when complete (rename is atomic), where ``key`` hashes
-everything the piece's pixels depend on (the visual's content, motion, frame counts,
-size, encoder settings, the caption events that fall in its time window). A later
-run, or a worker that replaces a killed one, finds finished pieces by key and
-reuses them; a killed run leaves only a ``.tmp-`` directory that is never read.
+everything the segment's pixels depend on (the visuals' content, motion, frame
+counts, the transition, size, encoder settings, the caption events that fall in its
+time window). A later run, or a worker that replaces a killed one, finds finished
+segments by key and reuses them; a killed run leaves only a ``.tmp-`` directory that is never read.
 """
 
 from __future__ import annotations
@@ -57,17 +62,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from vidpipe.errors import InvalidRequest, MediaError
 from vidpipe.media.analysis import loudness_from_metadata, parse_metadata_print
 from vidpipe.media.compose_plan import (
-    BODY_FILE,
     CAPTIONS_FILE,
-    HEAD_FILE,
     LOUDNESS_FILE,
-    TAIL_FILE,
-    TRANSITION_FILE,
+    SEGMENT_FILE,
     ComposeSpec,
     Motion,
     Scene,
@@ -79,12 +80,10 @@ from vidpipe.media.compose_plan import (
     build_audio_finish_args,
     build_final_args,
     build_segment_args,
-    build_transition_args,
     concat_list,
     loudness_gain_db,
     plan_timeline,
     segment_key,
-    transition_key,
 )
 from vidpipe.media.ffmpeg import run_ffmpeg
 
@@ -111,18 +110,13 @@ _STALE_TMP_S = 6 * 3600.0
 
 @dataclass(frozen=True)
 class ComposeResult:
-    """The composed file and what the checkpoints saved.
-
-    ``segments_*`` count scene segments (the expensive pieces); the short transition
-    pieces between scenes are counted apart, in ``transitions_*``.
-    """
+    """The composed file and what the checkpoints saved (scene segments, each a
+    scene's body and its transition into the next)."""
 
     path: Path
     duration_s: float
     segments_reused: int
     segments_rendered: int
-    transitions_reused: int = 0
-    transitions_rendered: int = 0
 
 
 # --- Running -----------------------------------------------------------------------------
@@ -130,16 +124,13 @@ class ComposeResult:
 
 @dataclass
 class _Piece:
-    """A checkpointed unit: a scene segment or a transition, its key and its files."""
+    """A checkpointed unit: a scene's segment, its key and its file."""
 
-    kind: Literal["segment", "transition"]
     index: int
     key: str
-    files: tuple[str, ...]
-    # Share of the work, for progress (about the frames it encodes).
+    # Share of the work, for progress and for the order of the run: the frames it
+    # encodes, times how dear their making is (``_cost``).
     weight: float
-    # Keys of the segments whose raw frames a transition is made from.
-    depends_on: tuple[str, ...] = ()
     reused: bool = False
 
 
@@ -148,8 +139,7 @@ class _Task:
     name: str
     weight: float
     run: Callable[[], None]
-    depends_on: tuple[str, ...] = ()
-    # Short work (a transition, the audio): may run beside the ``max_parallel`` others.
+    # Light work (the audio): runs beside the ``max_parallel`` others.
     light: bool = False
 
 
@@ -170,7 +160,7 @@ def compose(
     the end. ``out_path`` appears atomically, complete or not at all. ``progress``
     is called from the calling thread with the share done (0-1, never decreasing).
     Up to ``max_parallel`` ffmpeg processes run at once, and beside them one short
-    one (a transition or the audio); ``timeout_s`` bounds each. Each encoder gets
+    one (the audio); ``timeout_s`` bounds each. Each encoder gets
     its share of the CPUs (``encoder_threads``).
     Raises ``InvalidRequest`` for an impossible timeline or a missing input file and
     ``MediaError`` when ffmpeg fails.
@@ -193,7 +183,7 @@ def compose(
         pieces = _plan_pieces(spec, timeline, captions)
         threads = encoder_threads(max_parallel)
         for piece in pieces:
-            piece.reused = _is_complete(segments_dir / piece.key, piece.files)
+            piece.reused = _is_complete(segments_dir / piece.key)
         # One task per key: two identical scenes share one segment.
         to_render = {piece.key: piece for piece in pieces if not piece.reused}
         tasks = [
@@ -211,8 +201,6 @@ def compose(
                     timeout_s,
                     threads,
                 ),
-                piece.depends_on,
-                light=piece.kind == "transition",
             )
             for piece in to_render.values()
         ]
@@ -252,15 +240,11 @@ def compose(
         shutil.rmtree(run_dir, ignore_errors=True)
     if progress is not None:
         progress(1.0)
-    segments = [p for p in pieces if p.kind == "segment"]
-    transitions = [p for p in pieces if p.kind == "transition"]
     return ComposeResult(
         path=out_path,
         duration_s=timeline.duration_s,
-        segments_reused=sum(p.reused for p in segments),
-        segments_rendered=sum(not p.reused for p in segments),
-        transitions_reused=sum(p.reused for p in transitions),
-        transitions_rendered=sum(not p.reused for p in transitions),
+        segments_reused=sum(p.reused for p in pieces),
+        segments_rendered=sum(not p.reused for p in pieces),
     )
 
 
@@ -293,41 +277,31 @@ def _check_inputs(spec: ComposeSpec) -> None:
 
 
 def _plan_pieces(spec: ComposeSpec, timeline: Timeline, captions: str | None) -> list[_Piece]:
+    digests = [_file_sha256(scene.visual) for scene in spec.scenes]
     pieces: list[_Piece] = []
-    keys: list[str] = []
     for index, scene in enumerate(spec.scenes):
         place = timeline.placements[index]
         key = segment_key(
-            spec, timeline, index, visual_sha256=_file_sha256(scene.visual), captions=captions
-        )
-        files = [BODY_FILE]
-        if place.lead_in:
-            files.append(HEAD_FILE)
-        if place.lead_out:
-            files.append(TAIL_FILE)
-        pieces.append(_Piece("segment", index, key, tuple(files), weight=float(place.frames)))
-        keys.append(key)
-    for index in range(len(spec.scenes) - 1 if timeline.transition_frames else 0):
-        key = transition_key(
             spec,
             timeline,
             index,
-            tail_segment=keys[index],
-            head_segment=keys[index + 1],
+            visual_sha256=digests[index],
             captions=captions,
+            next_visual_sha256=digests[index + 1] if place.lead_out else None,
         )
-        pieces.append(
-            _Piece(
-                "transition",
-                index,
-                key,
-                (TRANSITION_FILE,),
-                # Few frames, but a whole ffmpeg start and a key frame: weigh them more.
-                weight=timeline.transition_frames * 2.0 + spec.fps / 2,
-                depends_on=(keys[index], keys[index + 1]),
-            )
-        )
+        pieces.append(_Piece(index, key, weight=place.segment_frames * _cost(scene)))
     return pieces
+
+
+def _cost(scene: Scene) -> float:
+    """How dear a scene's frames are to make, relative to a still's: a clip's are each
+    decoded and scaled, a zooming still's each scaled; a still or a panned one is a
+    crop of one picture. The encoder's share, the largest, depends on the content,
+    which is not known beforehand; this only orders the work (the dearest first, so
+    that no long segment starts last while a core idles)."""
+    if scene.kind == "video":
+        return 1.5
+    return 1.25 if scene.motion in ("zoom_in", "zoom_out") else 1.0
 
 
 class _Progress:
@@ -348,35 +322,24 @@ class _Progress:
 
 
 def _run_tasks(tasks: Sequence[_Task], *, max_parallel: int, report: _Progress | None) -> None:
-    """Run tasks on up to ``max_parallel`` threads, each once its dependencies finished,
-    plus one light task beside them.
+    """Run tasks on up to ``max_parallel`` threads, plus one light task beside them.
 
-    Light tasks (transitions, the audio) go first once ready, and one may run beyond
-    the limit (more on slots no segment uses): a transition then runs while the next
-    segments render instead of all of them waiting for the last segment, at the end,
-    when one of the two cores idles. A light task never keeps a segment waiting.
-    A dependency that is not among ``tasks`` counts as finished (a reused piece).
+    Light tasks (the audio) start first; the others in order of weight, the heaviest
+    first: the work then ends with short segments on both cores rather than with one
+    long segment on one core while the other idles.
     The first failure is raised once the tasks already running have stopped (their
     results are complete checkpoints, useful to the next attempt).
     """
-    pending = sorted(tasks, key=lambda task: not task.light)  # stable: light ones first
-    unfinished = {task.name for task in tasks}
+    pending = sorted(tasks, key=lambda task: (not task.light, -task.weight))
     with ThreadPoolExecutor(max_workers=max_parallel + 1, thread_name_prefix="compose") as pool:
         running: dict[Future[None], _Task] = {}
         while pending or running:
-            for task in [t for t in pending if unfinished.isdisjoint(t.depends_on)]:
-                light = sum(t.light for t in running.values())
-                heavy = len(running) - light
-                if task.light:
-                    # One beside the others, more only on slots no segment uses.
-                    if light and len(running) >= max_parallel:
-                        continue
-                elif heavy >= max_parallel:
-                    continue
+            for task in list(pending):
+                heavy = sum(not t.light for t in running.values())
+                if not task.light and heavy >= max_parallel:
+                    break
                 pending.remove(task)
                 running[pool.submit(task.run)] = task
-            if not running:
-                raise MediaError("compose: a piece waits for pieces that cannot finish")
             completed, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in completed:
                 task = running.pop(future)
@@ -384,7 +347,6 @@ def _run_tasks(tasks: Sequence[_Task], *, max_parallel: int, report: _Progress |
                     pending.clear()
                     wait(running)
                     future.result()
-                unfinished.discard(task.name)
                 if report is not None:
                     report.add(task.weight)
 
@@ -399,7 +361,7 @@ def _render_piece(
     timeout_s: float,
     threads: int,
 ) -> None:
-    """Render a piece into a temporary directory, then rename it into place.
+    """Render a segment into a temporary directory, then rename it into place.
 
     The rename is the commit: a run killed before it leaves a ``.tmp-`` directory
     that no run ever reads. Files are flushed to disk before the rename, so a
@@ -411,32 +373,18 @@ def _render_piece(
     try:
         if (run_dir / CAPTIONS_FILE).exists():
             shutil.copyfile(run_dir / CAPTIONS_FILE, tmp / CAPTIONS_FILE)
-        if piece.kind == "segment":
-            args = build_segment_args(spec, timeline, piece.index, tmp, encoder_threads=threads)
-        else:
-            tail_key, head_key = piece.depends_on
-            args = build_transition_args(
-                spec,
-                timeline,
-                piece.index,
-                tail=segments_dir / tail_key / TAIL_FILE,
-                head=segments_dir / head_key / HEAD_FILE,
-                out=tmp / TRANSITION_FILE,
-                encoder_threads=threads,
-            )
+        args = build_segment_args(spec, timeline, piece.index, tmp, encoder_threads=threads)
         # Relative names inside the filtergraph (the captions) resolve here.
         run_ffmpeg(args, ffmpeg=ffmpeg, timeout_s=timeout_s, cwd=tmp)
         (tmp / CAPTIONS_FILE).unlink(missing_ok=True)
-        missing = [name for name in piece.files if not (tmp / name).is_file()]
-        if missing:
-            raise MediaError(f"ffmpeg did not write {', '.join(missing)}", code="ffmpeg_failed")
-        for name in piece.files:
-            _fsync(tmp / name)
+        if not _is_complete(tmp):
+            raise MediaError(f"ffmpeg did not write {SEGMENT_FILE}", code="ffmpeg_failed")
+        _fsync(tmp / SEGMENT_FILE)
         try:
             tmp.rename(final)
         except OSError:
             # Another worker committed the same piece first: same key, same content.
-            if not _is_complete(final, piece.files):
+            if not _is_complete(final):
                 raise
         else:
             _fsync(segments_dir)
@@ -474,16 +422,11 @@ def _join(
     ffmpeg: Path,
     timeout_s: float,
 ) -> None:
-    """Join the pieces and the finished audio into ``out_path``, atomically."""
-    segments = {p.index: p for p in pieces if p.kind == "segment"}
-    transitions = {p.index: p for p in pieces if p.kind == "transition"}
-    order: list[tuple[Path, float]] = []
-    for index, place in enumerate(timeline.placements):
-        body = segments_dir / segments[index].key / BODY_FILE
-        order.append((body, timeline.seconds(place.body_frames)))
-        if index in transitions:
-            piece = segments_dir / transitions[index].key / TRANSITION_FILE
-            order.append((piece, timeline.seconds(timeline.transition_frames)))
+    """Join the segments and the finished audio into ``out_path``, atomically."""
+    order = [
+        (segments_dir / piece.key / SEGMENT_FILE, timeline.seconds(place.segment_frames))
+        for piece, place in zip(pieces, timeline.placements, strict=True)
+    ]
     concat_file = run_dir / "pieces.ffconcat"
     concat_file.write_text(concat_list(order), encoding="utf-8")
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -496,8 +439,8 @@ def _join(
         partial.unlink(missing_ok=True)
 
 
-def _is_complete(directory: Path, files: Sequence[str]) -> bool:
-    return all((directory / name).is_file() for name in files)
+def _is_complete(directory: Path) -> bool:
+    return (directory / SEGMENT_FILE).is_file()
 
 
 def _sweep_stale(segments_dir: Path) -> None:

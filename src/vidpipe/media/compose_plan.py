@@ -20,12 +20,9 @@ from vidpipe.errors import InvalidRequest
 
 __all__ = [
     "AUDIO_SAMPLE_RATE",
-    "BODY_FILE",
     "CAPTIONS_FILE",
-    "HEAD_FILE",
     "LOUDNESS_FILE",
-    "TAIL_FILE",
-    "TRANSITION_FILE",
+    "SEGMENT_FILE",
     "ComposeSpec",
     "Motion",
     "Scene",
@@ -38,13 +35,11 @@ __all__ = [
     "build_audio_finish_args",
     "build_final_args",
     "build_segment_args",
-    "build_transition_args",
     "captions_on_scenes",
     "concat_list",
     "loudness_gain_db",
     "plan_timeline",
     "segment_key",
-    "transition_key",
 ]
 
 VisualKind = Literal["image", "video"]
@@ -66,13 +61,13 @@ _MAX_GAIN_DB = 30.0
 _MUSIC_FADE_S = 1.5
 # Bump when the pixels a segment's ffmpeg arguments produce change, so that old
 # checkpoints are not mistaken for new ones.
-_SEGMENT_FORMAT = 2
+_SEGMENT_FORMAT = 3
+# How much more of the next clip than its transition frames a segment decodes (the
+# frame-rate conversion looks at neighbouring frames; the rest is never read).
+_NEXT_CLIP_MARGIN_S = 1.0
 
-# The files of a piece's checkpoint directory, and of a run's working directory.
-BODY_FILE = "body.mp4"
-HEAD_FILE = "head.nut"
-TAIL_FILE = "tail.nut"
-TRANSITION_FILE = "transition.mp4"
+# The file of a segment's checkpoint directory, and those of a run's working directory.
+SEGMENT_FILE = "segment.mp4"
 CAPTIONS_FILE = "captions.ass"
 LOUDNESS_FILE = "loudness.txt"
 
@@ -149,7 +144,9 @@ class ScenePlacement:
 
     The scene is on screen for ``frames`` frames from ``start_frame``; its first
     ``lead_in`` frames are shared with the previous scene's transition and its last
-    ``lead_out`` frames with the next one's. The rest is the *body*.
+    ``lead_out`` frames with the next one's. The rest is the *body*. The scene's
+    *segment* is its body and the transition out of it: everything from
+    ``body_start_frame`` to ``end_frame``.
     """
 
     index: int
@@ -169,6 +166,10 @@ class ScenePlacement:
     @property
     def end_frame(self) -> int:
         return self.start_frame + self.frames
+
+    @property
+    def segment_frames(self) -> int:
+        return self.frames - self.lead_in
 
 
 @dataclass(frozen=True)
@@ -259,7 +260,8 @@ def _progress_expr(var: str, frames: int) -> str:
 
 
 def _zoompan(motion: Motion, frames: int, spec: ComposeSpec, per_frame: int) -> str:
-    """zoompan for a motion over ``frames``; ``per_frame`` output frames per input frame."""
+    """zoompan for a motion over ``frames``; ``per_frame`` output frames per input frame
+    (the motion's progress counts output frames, whatever ``per_frame`` is)."""
     width, height = spec.size
     p = _progress_expr("on", frames)
     center_x, center_y = "iw/2-iw/zoom/2", "ih/2-ih/zoom/2"
@@ -274,10 +276,20 @@ def _zoompan(motion: Motion, frames: int, spec: ComposeSpec, per_frame: int) -> 
     return f"zoompan=z='{zoom}':x='{x}':y='{y}':d={per_frame}:s={width}x{height}:fps={spec.fps}"
 
 
-def _scene_chain(scene: Scene, frames: int, spec: ComposeSpec) -> str:
-    """The filters that turn input 0 into the scene's ``frames`` frames at output size."""
+def _scene_chain(
+    scene: Scene, frames: int, spec: ComposeSpec, *, keep: int | None = None, source: int = 0
+) -> str:
+    """The filters that turn input ``source`` into the scene's frames at output size.
+
+    The motion spans ``frames``; only the first ``keep`` frames (default: all) are
+    made, so the head of the next scene, drawn into this scene's transition, is the
+    same picture that scene's own segment starts from. The chain's output is labelled
+    ``[scene]`` for input 0 and ``[next]`` for input 1.
+    """
     width, height = spec.size
     fps = spec.fps
+    made = frames if keep is None else min(keep, frames)
+    label = "[scene]" if source == 0 else "[next]"
     # Frame n at n/fps exactly, in a 1/fps time base: a still's frames come in the
     # image demuxer's 1/25 time base, where n/30 s would round onto the same ticks and
     # make the encoder duplicate or drop frames to hold the rate.
@@ -296,9 +308,9 @@ def _scene_chain(scene: Scene, frames: int, spec: ComposeSpec) -> str:
             "format=yuv420p,setsar=1"
         )
         if scene.motion in ("zoom_in", "zoom_out"):
-            moved = _zoompan(scene.motion, frames, spec, per_frame=frames)
+            moved = _zoompan(scene.motion, frames, spec, per_frame=made)
         else:
-            moved = f"loop=loop={frames - 1}:size=1:start=0,{restamp}"
+            moved = f"loop=loop={made - 1}:size=1:start=0,{restamp}"
             if scene.motion != "none":
                 # A pan is a moving window over the once-scaled picture: a crop, which
                 # only moves plane pointers (no per-frame scaling at all).
@@ -306,19 +318,19 @@ def _scene_chain(scene: Scene, frames: int, spec: ComposeSpec) -> str:
                 if scene.motion == "pan_right":
                     travel = _progress_expr("n", frames)
                 moved += f",crop={width}:{height}:x='(iw-ow)*{travel}':y='(ih-oh)/2':exact=1"
-        return f"[0:v]{fit},{moved},{restamp},trim=end_frame={frames}[scene]"
+        return f"[{source}:v]{fit},{moved},{restamp},trim=end_frame={made}{label}"
     # A clip: constant frame rate from its own start, the last frame held if it is
     # too short, cut to length, then cropped to the aspect and scaled once per frame,
     # by zoompan (which crops and scales in one step) when there is motion.
     clip = (
-        f"[0:v]setpts=PTS-STARTPTS,fps={fps},tpad=stop_mode=clone:stop=-1,"
-        f"trim=end_frame={frames},{_aspect_crop(width, height)}"
+        f"[{source}:v]setpts=PTS-STARTPTS,fps={fps},tpad=stop_mode=clone:stop=-1,"
+        f"trim=end_frame={made},{_aspect_crop(width, height)}"
     )
     if scene.motion == "none":
         moved = f"scale={width}:{height}"
     else:
         moved = _zoompan(scene.motion, frames, spec, per_frame=1)
-    return f"{clip},{moved},format=yuv420p,setsar=1,{restamp}[scene]"
+    return f"{clip},{moved},format=yuv420p,setsar=1,{restamp}{label}"
 
 
 def captions_on_scenes(spec: ComposeSpec) -> bool:
@@ -347,89 +359,61 @@ def build_segment_args(
     *,
     encoder_threads: int | None = None,
 ) -> list[str]:
-    """ffmpeg arguments that render scene ``index``'s segment into ``out_dir``.
+    """ffmpeg arguments that render scene ``index``'s segment to ``out_dir/segment.mp4``.
 
-    Writes ``body.mp4`` (the body frames, final encoding) and, when the scene has
-    transitions, ``head.nut`` / ``tail.nut`` (its first / last transition frames,
-    raw). Captions, when the spec has them, are read as ``captions.ass`` from the
-    working directory and drawn on the body, or on the whole scene when
-    ``captions_on_scenes``.
+    The segment is the scene's body and, when a scene follows, the transition into
+    it: the next scene's first transition frames are made here from its own visual
+    (input 1; a clip is read only as far as those frames need) and crossed with this
+    scene's last ones, all in one filtergraph and one encode. The scene's own first
+    transition frames are made (the motion starts there) but not written: they belong
+    to the previous segment. Captions, when the spec has them, are read as
+    ``captions.ass`` from the working directory and drawn on each scene before the
+    crossing when ``captions_on_scenes``, else on the segment's frames.
     """
     scene = spec.scenes[index]
     place = timeline.placements[index]
-    overlap = timeline.transition_frames
-    outputs = [("body", BODY_FILE)]
-    if place.lead_in:
-        outputs.append(("head", HEAD_FILE))
-    if place.lead_out:
-        outputs.append(("tail", TAIL_FILE))
-    graph = [_scene_chain(scene, place.frames, spec)]
-    if captions_on_scenes(spec):
+    on_scenes = captions_on_scenes(spec)
+    scene_chain = _scene_chain(scene, place.frames, spec)
+    if on_scenes:
         offset = _captions_filter(timeline.seconds(place.start_frame))
-        graph[0] = graph[0].removesuffix("[scene]") + f",{offset}[scene]"
-    if len(outputs) > 1:
-        labels = "".join(f"[{name}_in]" for name, _ in outputs)
-        graph.append(f"[scene]split={len(outputs)}{labels}")
-        source = {name: f"[{name}_in]" for name, _ in outputs}
-    else:
-        source = {"body": "[scene]"}
-    body = (
-        f"{source['body']}trim=start_frame={place.lead_in}"
-        f":end_frame={place.frames - place.lead_out},setpts=PTS-STARTPTS"
-    )
-    if spec.captions_ass is not None and not captions_on_scenes(spec):
-        body += "," + _captions_filter(timeline.seconds(place.body_start_frame))
-    graph.append(body + "[body]")
-    if place.lead_in:
-        graph.append(f"{source['head']}trim=end_frame={overlap},setpts=PTS-STARTPTS[head]")
+        scene_chain = scene_chain.removesuffix("[scene]") + f",{offset}[scene]"
+    graph = [scene_chain]
+    inputs = ["-i", str(scene.visual.resolve())]
+    own = f"trim=start_frame={place.lead_in},setpts=PTS-STARTPTS"
     if place.lead_out:
-        graph.append(
-            f"{source['tail']}trim=start_frame={place.frames - overlap},setpts=PTS-STARTPTS[tail]"
-        )
-    args = ["-i", str(scene.visual.resolve()), "-filter_complex", ";".join(graph)]
-    args += ["-map", "[body]", *_encoder_args(spec, encoder_threads)]
-    args += ["-f", "mp4", str(out_dir / BODY_FILE)]
-    for name, filename in outputs[1:]:
-        args += ["-map", f"[{name}]", "-c:v", "rawvideo", "-r", str(spec.fps)]
-        args += ["-f", "nut", str(out_dir / filename)]
+        overlap = timeline.transition_frames
+        following = spec.scenes[index + 1]
+        next_place = timeline.placements[index + 1]
+        next_chain = _scene_chain(following, next_place.frames, spec, keep=overlap, source=1)
+        if on_scenes:
+            offset = _captions_filter(timeline.seconds(next_place.start_frame))
+            next_chain = next_chain.removesuffix("[next]") + f",{offset}[next]"
+        if following.kind == "video":
+            inputs += ["-t", f"{timeline.seconds(overlap) + _NEXT_CLIP_MARGIN_S:.6f}"]
+        inputs += ["-i", str(following.visual.resolve())]
+        # The same time base and rate on both sides, as xfade requires.
+        normalize = f"settb=1/{spec.fps},setpts=N,fps={spec.fps}"
+        graph += [
+            next_chain,
+            f"[scene]{own},split=2[body_in][tail_in]",
+            f"[body_in]trim=end_frame={place.body_frames},setpts=PTS-STARTPTS[body]",
+            f"[tail_in]trim=start_frame={place.body_frames},{normalize}[tail]",
+            f"[next]{normalize}[head]",
+            f"[tail][head]xfade=transition={_XFADE[spec.transition]}"
+            f":duration={timeline.seconds(overlap):.6f}:offset=0"
+            f",trim=end_frame={overlap},setpts=PTS-STARTPTS[cross]",
+            "[body][cross]concat=n=2:v=1:a=0",
+        ]
+        last = graph.pop()
+    else:
+        last = f"[scene]{own}"
+    if spec.captions_ass is not None and not on_scenes:
+        # One drawing over body and transition: they are adjacent on the timeline.
+        last += "," + _captions_filter(timeline.seconds(place.body_start_frame))
+    graph.append(last + "[segment]")
+    args = [*inputs, "-filter_complex", ";".join(graph), "-map", "[segment]"]
+    args += [*_encoder_args(spec, encoder_threads), "-f", "mp4", str(out_dir / SEGMENT_FILE)]
     return args
-
-
-def build_transition_args(
-    spec: ComposeSpec,
-    timeline: Timeline,
-    index: int,
-    *,
-    tail: Path,
-    head: Path,
-    out: Path,
-    encoder_threads: int | None = None,
-) -> list[str]:
-    """ffmpeg arguments for the transition from scene ``index`` to ``index + 1``.
-
-    ``tail`` and ``head`` are the raw frames the two segments wrote; the result is
-    ``transition_frames`` frames encoded like a body (captions, read as
-    ``captions.ass`` from the working directory, only when not ``captions_on_scenes``).
-    """
-    fps = spec.fps
-    overlap = timeline.transition_frames
-    start = timeline.placements[index + 1].start_frame
-    # The same time base and rate on both inputs, as xfade requires.
-    normalize = f"settb=1/{fps},setpts=N,fps={fps}"
-    chain = (
-        f"[0:v]{normalize}[a];[1:v]{normalize}[b];"
-        f"[a][b]xfade=transition={_XFADE[spec.transition]}"
-        f":duration={overlap / fps:.6f}:offset=0,trim=end_frame={overlap},setpts=PTS-STARTPTS"
-    )
-    if spec.captions_ass is not None and not captions_on_scenes(spec):
-        chain += "," + _captions_filter(timeline.seconds(start))
-    chain += ",format=yuv420p,setsar=1[v]"
-    return [
-        "-i", str(tail), "-i", str(head),
-        "-filter_complex", chain,
-        "-map", "[v]", *_encoder_args(spec, encoder_threads),
-        "-f", "mp4", str(out),
-    ]  # fmt: skip
 
 
 def build_audio_args(
@@ -636,14 +620,17 @@ def segment_key(
     *,
     visual_sha256: str,
     captions: str | None,
+    next_visual_sha256: str | None = None,
 ) -> str:
     """The checkpoint key of scene ``index``'s segment.
 
     It covers everything the segment's frames depend on: the visual's content (not
     its path), kind, motion, the scene's frame counts, output size, rate and encoder
-    settings, and, with captions, the caption lines within the window the segment
-    captions (its body, or the whole scene with ``captions_on_scenes``) and where
-    that sits on the timeline. Narration is not part of it.
+    settings; when a scene follows, the transition and that scene's visual
+    (``next_visual_sha256``), kind, motion and frames (its head is drawn here); and,
+    with captions, the caption lines within the window the segment captions (the
+    whole scene, which holds the next one's head, with ``captions_on_scenes``, else
+    the segment) and where that sits on the timeline. Narration is not part of it.
     """
     scene = spec.scenes[index]
     place = timeline.placements[index]
@@ -656,40 +643,23 @@ def segment_key(
         "lead_in": place.lead_in,
         "lead_out": place.lead_out,
     }
+    if place.lead_out:
+        if next_visual_sha256 is None:
+            raise ValueError(f"scene {index} has a transition: its key needs the next visual")
+        following = spec.scenes[index + 1]
+        payload["transition"] = spec.transition
+        payload["next"] = {
+            "visual": next_visual_sha256,
+            "kind": following.kind,
+            "motion": following.motion,
+            "frames": timeline.placements[index + 1].frames,
+        }
     if captions is not None:
-        first, count = place.body_start_frame, place.body_frames
-        if captions_on_scenes(spec):
-            first, count = place.start_frame, place.frames
+        first = place.start_frame if captions_on_scenes(spec) else place.body_start_frame
+        count = place.end_frame - first
         start = timeline.seconds(first)
         payload["captioned"] = {"from_frame": first, "frames": count}
         payload["captions"] = ass_events_in_window(captions, start, start + timeline.seconds(count))
-    return _digest(payload)
-
-
-def transition_key(
-    spec: ComposeSpec,
-    timeline: Timeline,
-    index: int,
-    *,
-    tail_segment: str,
-    head_segment: str,
-    captions: str | None,
-) -> str:
-    """The checkpoint key of the transition from scene ``index`` to ``index + 1``."""
-    start = timeline.placements[index + 1].start_frame
-    payload: dict[str, Any] = {
-        **_video_params(spec, timeline),
-        "transition": spec.transition,
-        "tail": tail_segment,
-        "head": head_segment,
-    }
-    # With captions_on_scenes the captions come in with the two segments' frames.
-    if captions is not None and not captions_on_scenes(spec):
-        begin = timeline.seconds(start)
-        payload["start_frame"] = start
-        payload["captions"] = ass_events_in_window(
-            captions, begin, begin + timeline.seconds(timeline.transition_frames)
-        )
     return _digest(payload)
 
 
