@@ -162,6 +162,10 @@ class Settings(BaseSettings):
     instant_call_delay_s: float = Field(
         default=0.0, ge=0, description="`instant` time per API call (simulated round trip)."
     )
+    instant_log_calls: bool = Field(
+        default=True,
+        description="`instant` appends every call to its `calls.log` (what tests count).",
+    )
     local_min_latency_s: float = Field(
         default=0.0, ge=0, description="Least time a local-provider job takes (simulated latency)."
     )

@@ -65,6 +65,19 @@ async def test_put_exists_stat_delete(store: LocalBlobStore, tmp_path: Path) -> 
         await store.stat(KEY)
 
 
+async def test_put_bytes_stores_a_document_whole(store: LocalBlobStore) -> None:
+    key = job_key("t1", "job_1", "manifest.json")
+    await store.put_bytes(key, b'{"a": 1}', "application/json")
+    assert await collect(store, key) == b'{"a": 1}'
+    await store.put_bytes(key, b"{}", "application/json")  # replaced whole
+    assert await collect(store, key) == b"{}"
+    assert (await store.stat(key)).content_type == "application/json"
+    # Nothing but the blob: no temporary file is left beside it.
+    path = store.local_path(key)
+    assert path is not None
+    assert [p.name for p in path.parent.iterdir()] == ["manifest.json"]
+
+
 async def test_etag_changes_when_the_blob_is_replaced(
     store: LocalBlobStore, tmp_path: Path
 ) -> None:

@@ -149,6 +149,17 @@ async def test_multipart_upload_above_the_threshold(
     store.close()
 
 
+async def test_put_bytes_stores_a_document_whole(
+    store: S3BlobStore, admin: S3Client, bucket: str
+) -> None:
+    await store.put_bytes("doc.json", b'{"a": 1}', "application/json")
+    head = admin.head_object(Bucket=bucket, Key="media/doc.json")
+    assert head["ContentType"] == "application/json"
+    assert await collect(store, "doc.json") == b'{"a": 1}'
+    await store.put_bytes("doc.json", b"{}", "application/json")
+    assert await collect(store, "doc.json") == b"{}"
+
+
 async def test_ranges(store: S3BlobStore, tmp_path: Path) -> None:
     data = bytes(range(256)) * 20  # 5120 bytes
     await store.put_file(KEY, source(tmp_path, data), "video/mp4")

@@ -83,6 +83,11 @@ class BlobStore(Protocol):
         """Store ``source`` under ``key``; the source file may be consumed."""
         ...
 
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        """Store ``data`` under ``key`` (a small document made in memory: no file of
+        it is written first and read back)."""
+        ...
+
     async def delete(self, key: str) -> None:
         """Remove ``key``; no error if it is already gone."""
         ...

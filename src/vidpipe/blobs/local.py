@@ -6,6 +6,7 @@ import asyncio
 import mimetypes
 import os
 import shutil
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from stat import S_ISREG
@@ -55,6 +56,20 @@ class LocalBlobStore:
             source.unlink(missing_ok=True)
         # Readers only ever see a complete file under the final name.
         os.replace(tmp, dest)
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        await asyncio.to_thread(self._put_bytes, key, data)
+
+    def _put_bytes(self, key: str, data: bytes) -> None:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.tmp")
+        try:
+            tmp.write_bytes(data)
+            # Readers only ever see a complete file under the final name.
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._path(key).unlink, missing_ok=True)

@@ -137,6 +137,16 @@ class S3BlobStore:
         # Same contract as the local store: the source is consumed.
         await asyncio.to_thread(source.unlink, missing_ok=True)
 
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        await self._call(
+            key,
+            self._client.put_object,
+            Bucket=self.bucket,
+            Key=self.object_key(key),
+            Body=data,
+            ContentType=content_type,
+        )
+
     async def delete(self, key: str) -> None:
         # DeleteObject succeeds whether or not the key exists.
         await self._call(

@@ -218,8 +218,17 @@ class Delivery:
     ) -> Delivered:
         """The watermark first (derivatives show it), derivatives, the C2PA signature
         (the last change to the file), the manifest, then the video. Raises
-        ProvenanceError when a configured watermark or signature cannot be made."""
+        ProvenanceError when a configured watermark or signature cannot be made.
+
+        ``work_dir`` is made here only when something needs files of its own (a
+        watermark, derivatives, a signature): a plain delivery writes no directory."""
         source = {"sha256": sha256, "bytes": size}
+        if (
+            self.settings.derivatives
+            or self.provenance.watermark_spec is not None
+            or self.provenance.credentials is not None
+        ):
+            await asyncio.to_thread(work_dir.mkdir, parents=True, exist_ok=True)
         video, watermark = await self.provenance.watermark(video, work_dir)
         extras: list[StoredFile] = []
         derivative_error = None
@@ -258,11 +267,16 @@ class Delivery:
             "watermark": watermark,
             "c2pa": c2pa,
         }
-        manifest_path = work_dir / MANIFEST
-        manifest_path.write_text(json.dumps(document, indent=2, sort_keys=True, default=str))
-        extras.append(
-            await self._put(tenant_id, job_id, MANIFEST, manifest_path, "application/json")
+        text = json.dumps(document, indent=2, sort_keys=True, default=str).encode()
+        stored_manifest = StoredFile(
+            MANIFEST,
+            job_key(tenant_id, job_id, MANIFEST),
+            hashlib.sha256(text).hexdigest(),
+            len(text),
+            "application/json",
         )
+        await self.blobs.put_bytes(stored_manifest.key, text, stored_manifest.content_type)
+        extras.append(stored_manifest)
         await self.blobs.put_file(stored_video.key, video, "video/mp4")
         return Delivered(stored_video, tuple(extras), checked.duration_s)
 

@@ -521,9 +521,12 @@ class StepExecutor:
             )
             return
         # Unique per delivery: a worker that lost its lease may still be delivering.
+        # The download is a file beside (not in) the delivery's work directory, which
+        # is made only if the delivery needs one (Delivery.store): on this machine's
+        # kind of disk a mkdir and rmdir per job cost more than the job's SQL commits.
         work = self.tmp_dir / f"{attempt.id}-{new_id('d')}"
-        work.mkdir(parents=True, exist_ok=True)
-        tmp = work / "download.part"
+        tmp = work.with_name(f"{work.name}.part")
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)  # there already: a lookup
         request = self._request(step)
         try:
             try:
@@ -580,7 +583,9 @@ class StepExecutor:
             await self._fail_step(step, attempt, failure, billed=True)
             return
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            tmp.unlink(missing_ok=True)  # stored files were moved away: usually gone
+            if work.exists():
+                shutil.rmtree(work, ignore_errors=True)
         await self._record_delivery(step, attempt, result, delivered, request)
 
     async def _store_intermediate(

@@ -44,6 +44,7 @@ def build_registry(settings: Settings, http: httpx.AsyncClient) -> ProviderRegis
                 settings.home / "instant-provider",
                 latency_s=settings.instant_latency_s,
                 call_delay_s=settings.instant_call_delay_s,
+                log_calls=settings.instant_log_calls,
             )
         )
     if settings.simulated_config is not None:

@@ -1,7 +1,8 @@
 """A zero-work provider for tests and benchmarks (off by default).
 
 Jobs finish ``latency_s`` after submission; outputs are one small real MP4 per
-(size, seconds), rendered once by the local renderer and reused. Every call is
+(size, seconds), rendered once by the local renderer and reused (its bytes kept in
+memory once read, as a server would cache a hot file). Every call is
 appended to ``calls.log`` in the state directory (process id, call, key or job id,
 start and end times), so a test can see from the provider's side what all worker
 processes did: submissions per idempotency key, overlapping polls of one job.
@@ -61,6 +62,7 @@ class InstantProvider(Provider):
         self.latency_s = latency_s
         self.call_delay_s = call_delay_s
         self.log_calls = log_calls
+        self._bytes: dict[str, bytes] = {}
         state_dir.mkdir(parents=True, exist_ok=True)
 
     def models(self) -> tuple[ModelInfo, ...]:
@@ -106,8 +108,10 @@ class InstantProvider(Provider):
         self._log("cancel", provider_job_id, time.time())
 
     async def fetch_output(self, output: OutputRef, sink: ByteSink) -> None:
-        path = await asyncio.to_thread(self._clip, output.url)
-        data = await asyncio.to_thread(path.read_bytes)
+        data = self._bytes.get(output.url)
+        if data is None:
+            path = await asyncio.to_thread(self._clip, output.url)
+            data = self._bytes[output.url] = await asyncio.to_thread(path.read_bytes)
         await sink(data)
 
     def _clip(self, spec: str) -> Path:
