@@ -46,7 +46,8 @@ Checkpointing: a segment is written into a temporary directory and renamed into
 everything the segment's pixels depend on (the visuals' content, motion, frame
 counts, the transition, size, encoder settings, the caption events that fall in its
 time window). A later run, or a worker that replaces a killed one, finds finished
-segments by key and reuses them; a killed run leaves only a ``.tmp-`` directory that is never read.
+segments by key and reuses them; a killed run leaves only a ``.tmp-`` directory that
+is never read.
 """
 
 from __future__ import annotations
@@ -159,9 +160,9 @@ def compose(
     everything else goes to a per-run directory under ``work_dir`` that is removed at
     the end. ``out_path`` appears atomically, complete or not at all. ``progress``
     is called from the calling thread with the share done (0-1, never decreasing).
-    Up to ``max_parallel`` ffmpeg processes run at once, and beside them one short
-    one (the audio); ``timeout_s`` bounds each. Each encoder gets
-    its share of the CPUs (``encoder_threads``).
+    Up to ``max_parallel`` ffmpeg processes run at once, and beside them the audio's;
+    ``timeout_s`` bounds each. Each encoder gets its share of the CPUs
+    (``encoder_threads``).
     Raises ``InvalidRequest`` for an impossible timeline or a missing input file and
     ``MediaError`` when ffmpeg fails.
     """
