@@ -65,6 +65,34 @@ async def test_put_exists_stat_delete(store: LocalBlobStore, tmp_path: Path) -> 
         await store.stat(KEY)
 
 
+def _other_filesystem(tmp_path: Path) -> Path | None:
+    shm = Path("/dev/shm")
+    if shm.is_dir() and shm.stat().st_dev != tmp_path.stat().st_dev:
+        return shm
+    return None
+
+
+async def test_a_file_from_another_filesystem_is_copied_in(
+    store: LocalBlobStore, tmp_path: Path
+) -> None:
+    # /dev/shm is a tmpfs: a rename from there into the store fails (EXDEV), so the
+    # store copies beside the blob and renames; the source is consumed either way.
+    shm = _other_filesystem(tmp_path)
+    if shm is None:
+        pytest.skip("needs a second filesystem at /dev/shm")
+    data = os.urandom(3000)
+    src = source(shm, data, f"vidpipe-test-{os.getpid()}.bin")
+    try:
+        await store.put_file(KEY, src, "video/mp4")
+        assert not src.exists()  # consumed
+    finally:
+        src.unlink(missing_ok=True)
+    path = store.local_path(KEY)
+    assert path is not None
+    assert path.read_bytes() == data
+    assert [p.name for p in path.parent.iterdir()] == ["video.mp4"]
+
+
 async def test_put_bytes_stores_a_document_whole(store: LocalBlobStore) -> None:
     key = job_key("t1", "job_1", "manifest.json")
     await store.put_bytes(key, b'{"a": 1}', "application/json")

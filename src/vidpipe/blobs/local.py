@@ -35,10 +35,12 @@ class LocalBlobStore:
         self.root = root
         self.signer = signer
         self.chunk_bytes = chunk_bytes
+        # Resolved once: resolving walks every component of the path (a syscall each).
+        self._resolved_root = root.resolve()
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root.resolve()):
+        if not path.is_relative_to(self._resolved_root):
             raise VidpipeError(f"storage key escapes the store: {key!r}", code="invalid_key")
         return path
 
@@ -48,12 +50,15 @@ class LocalBlobStore:
     def _put_file(self, key: str, source: Path) -> None:
         dest = self._path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
         try:
-            os.replace(source, tmp)
-        except OSError:  # another filesystem: copy instead of rename
-            shutil.copyfile(source, tmp)
-            source.unlink(missing_ok=True)
+            # The source is complete: one rename puts it in place atomically.
+            os.replace(source, dest)
+            return
+        except OSError:  # another filesystem: copy beside the blob, then rename
+            pass
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        shutil.copyfile(source, tmp)
+        source.unlink(missing_ok=True)
         # Readers only ever see a complete file under the final name.
         os.replace(tmp, dest)
 
