@@ -25,7 +25,7 @@ from vidpipe.ids import new_id
 from vidpipe.notify import outbox
 from vidpipe.obs import logging as obs_logging
 from vidpipe.obs import watchdog
-from vidpipe.plans.workdirs import sweep_work_dirs
+from vidpipe.plans.workdirs import sweep_stale_tmp, sweep_work_dirs
 from vidpipe.store import steps as step_q
 from vidpipe.store.db import NOTIFY_CHANNEL, Database
 from vidpipe.store.records import Step
@@ -207,6 +207,9 @@ class Worker:
             removed = await sweep_work_dirs(self.db, self.executor.settings.home)
             if removed:
                 log.info("housekeeping: removed %d work directories of finished jobs", removed)
+            stale = await asyncio.to_thread(sweep_stale_tmp, self.executor.settings.home)
+            if stale:
+                log.info("housekeeping: removed %d files left in tmp by killed processes", stale)
         except Exception:
             log.exception("housekeeping failed")
         await watchdog.run_safely(self.db, self.clock, self.executor.settings)
