@@ -64,21 +64,35 @@ class Harness:
             self.runtime.workers.remove(worker)
 
 
+@contextlib.asynccontextmanager
+async def open_harness(
+    db_url: str, make_settings: Callable[..., Settings], **settings: object
+) -> AsyncIterator[Harness]:
+    """A runtime on ``db_url`` (the ``instant`` provider on, ``settings`` over it), two
+    tenants with a key each, and the app behind an in-process client."""
+    runtime = await Runtime.open(
+        make_settings(db_url, **{"instant_provider": True, **settings}), run_migrations=False
+    )
+    try:
+        now = runtime.clock.now()
+        async with runtime.db.write() as conn:
+            tenant = await tenant_q.create_tenant(conn, "acme", now)
+            other = await tenant_q.create_tenant(conn, "globex", now)
+            _, key = await tenant_q.create_api_key(
+                conn, tenant.id, scope="user", name=None, now=now
+            )
+            _, other_key = await tenant_q.create_api_key(
+                conn, other.id, scope="user", name=None, now=now
+            )
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(runtime)), base_url="http://vidpipe.test"
+        ) as client:
+            yield Harness(runtime, client, key, other_key, tenant.id, other.id)
+    finally:
+        await runtime.close()
+
+
 @pytest.fixture
 async def harness(db_url: str, make_settings: Callable[..., Settings]) -> AsyncIterator[Harness]:
-    settings = make_settings(db_url, instant_provider=True, lease_s=5.0, idle_poll_s=0.2)
-    runtime = await Runtime.open(settings, run_migrations=False)
-    now = runtime.clock.now()
-    async with runtime.db.write() as conn:
-        tenant = await tenant_q.create_tenant(conn, "acme", now)
-        other = await tenant_q.create_tenant(conn, "globex", now)
-        _, key = await tenant_q.create_api_key(conn, tenant.id, scope="user", name=None, now=now)
-        _, other_key = await tenant_q.create_api_key(
-            conn, other.id, scope="user", name=None, now=now
-        )
-    app = create_app(runtime)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://vidpipe.test"
-    ) as client:
-        yield Harness(runtime, client, key, other_key, tenant.id, other.id)
-    await runtime.close()
+    async with open_harness(db_url, make_settings, lease_s=5.0, idle_poll_s=0.2) as h:
+        yield h

@@ -6,48 +6,30 @@ import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.integration.conftest import Harness
-from vidpipe.api.app import create_app
+from tests.integration.conftest import open_harness
 from vidpipe.config import Settings
 from vidpipe.core.runtime import Runtime
 from vidpipe.providers.base import VideoRequest
 from vidpipe.providers.instant import InstantProvider
-from vidpipe.store import tenants as tenant_q
 from vidpipe.store.schema import assets
 
 pytestmark = pytest.mark.timeout(120)
-
-
-async def _harness(settings: Settings) -> tuple[Runtime, Harness, httpx.AsyncClient]:
-    runtime = await Runtime.open(settings)
-    now = runtime.clock.now()
-    async with runtime.db.write() as conn:
-        tenant = await tenant_q.create_tenant(conn, "acme", now)
-        _, key = await tenant_q.create_api_key(conn, tenant.id, scope="user", name=None, now=now)
-    client = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_app(runtime)), base_url="http://vidpipe.test"
-    )
-    return runtime, Harness(runtime, client, key, key, tenant.id, tenant.id), client
 
 
 @pytest.mark.parametrize("derivatives", [False, True])
 async def test_a_delivery_leaves_its_files_stored_and_nothing_in_tmp(
     sqlite_url: str, make_settings: Callable[..., Settings], derivatives: bool
 ) -> None:
-    settings = make_settings(sqlite_url, instant_provider=True, derivatives=derivatives)
-    runtime, h, client = await _harness(settings)
-    try:
+    async with open_harness(sqlite_url, make_settings, derivatives=derivatives) as h:
         vid = str((await h.create(model="instant/test", seconds=2))["id"])
         assert await h.run_until(vid) == "completed"
-        manifest = await client.get(
-            f"/v1/videos/{vid}/content?variant=manifest", headers=h.headers()
-        )
+        url = f"/v1/videos/{vid}/content?variant=manifest"
+        manifest = await h.client.get(url, headers=h.headers())
         assert manifest.status_code == 200
-        async with runtime.db.read() as conn:
+        async with h.runtime.db.read() as conn:
             rows = (
                 await conn.execute(
                     select(assets.c.name, assets.c.sha256, assets.c.bytes).where(
@@ -55,9 +37,7 @@ async def test_a_delivery_leaves_its_files_stored_and_nothing_in_tmp(
                     )
                 )
             ).all()
-    finally:
-        await client.aclose()
-        await runtime.close()
+        home = h.runtime.settings.home
     recorded = {row.name: (row.sha256, row.bytes) for row in rows}
     # The manifest is stored from memory: what is recorded is what is served.
     body = manifest.content
@@ -66,7 +46,7 @@ async def test_a_delivery_leaves_its_files_stored_and_nothing_in_tmp(
     assert ("thumbnail.jpg" in recorded) is derivatives
     # The download was moved into storage and the work directory, made only for the
     # derivatives, removed: the worker's tmp holds nothing.
-    tmp = settings.home / "tmp"
+    tmp = home / "tmp"
     assert tmp.is_dir()
     assert list(tmp.iterdir()) == []
 

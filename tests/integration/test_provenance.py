@@ -4,29 +4,26 @@ misconfiguration does."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import json
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import av
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
 from sqlalchemy import select
 
 from tests.c2pa_chain import Chain, make_chain
-from tests.integration.conftest import Harness
+from tests.integration.conftest import Harness, open_harness
 from vidpipe import __version__
-from vidpipe.api.app import create_app
 from vidpipe.config import Settings
 from vidpipe.core.provenance import Provenance
-from vidpipe.core.runtime import Runtime
 from vidpipe.errors import ConfigError, ProvenanceError
 from vidpipe.media import c2pa_sign
 from vidpipe.media.c2pa_sign import (
@@ -38,7 +35,6 @@ from vidpipe.media.ffmpeg import find_ffmpeg, run_ffmpeg
 from vidpipe.media.probe import probe
 from vidpipe.media.watermark import WatermarkSpec, apply_watermark
 from vidpipe.store import steps as step_q
-from vidpipe.store import tenants as tenant_q
 from vidpipe.store.schema import assets
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
@@ -155,27 +151,10 @@ def test_a_signed_file_reads_back_and_still_plays(clip: Path, tmp_path: Path, ch
 # -- the pipeline ---------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def _harness(
+def _harness(
     sqlite_url: str, make_settings: Callable[..., Settings], **settings: object
-) -> AsyncIterator[Harness]:
-    runtime = await Runtime.open(
-        make_settings(sqlite_url, instant_provider=True, idle_poll_s=0.1, **settings),
-        run_migrations=False,
-    )
-    try:
-        now = runtime.clock.now()
-        async with runtime.db.write() as conn:
-            tenant = await tenant_q.create_tenant(conn, "acme", now)
-            _, key = await tenant_q.create_api_key(
-                conn, tenant.id, scope="user", name=None, now=now
-            )
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=create_app(runtime)), base_url="http://vidpipe.test"
-        ) as client:
-            yield Harness(runtime, client, key, key, tenant.id, tenant.id)
-    finally:
-        await runtime.close()
+) -> contextlib.AbstractAsyncContextManager[Harness]:
+    return open_harness(sqlite_url, make_settings, idle_poll_s=0.1, **settings)
 
 
 async def _deliver(h: Harness, tmp_path: Path) -> tuple[str, Path, dict[str, Any]]:

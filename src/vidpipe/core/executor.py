@@ -522,8 +522,8 @@ class StepExecutor:
             return
         # Unique per delivery: a worker that lost its lease may still be delivering.
         # The download is a file beside (not in) the delivery's work directory, which
-        # is made only if the delivery needs one (Delivery.store): on this machine's
-        # kind of disk a mkdir and rmdir per job cost more than the job's SQL commits.
+        # is made only if the delivery needs one (Delivery.store): a mkdir and rmdir per
+        # job measured ~1 ms of CPU on a VM's ext4 (bench/README.md, session 8).
         work = self.tmp_dir / f"{attempt.id}-{new_id('d')}"
         tmp = work.with_name(f"{work.name}.part")
         self.tmp_dir.mkdir(parents=True, exist_ok=True)  # there already: a lookup
@@ -584,8 +584,7 @@ class StepExecutor:
             return
         finally:
             tmp.unlink(missing_ok=True)  # stored files were moved away: usually gone
-            if work.exists():
-                shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)  # if Delivery.store made it
         await self._record_delivery(step, attempt, result, delivered, request)
 
     async def _store_intermediate(

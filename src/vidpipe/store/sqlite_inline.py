@@ -116,9 +116,9 @@ def inline_creator(path: str, *, pragmas: Sequence[str]) -> Callable[[], sqlite3
 
     def create() -> sqlite3.Connection:
         # Transactions are begun by the engine's dialect (BEGIN / BEGIN IMMEDIATE, see
-        # inline_engine), never lazily by the driver. check_same_thread off: the pool may close a
-        # connection from the garbage collector's thread; every statement runs on the
-        # loop's thread.
+        # inline_engine), never lazily by the driver. check_same_thread off: the pool
+        # may close a connection from the garbage collector's thread; every statement
+        # runs on the loop's thread.
         conn = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, factory=BufferedConnection
         )
